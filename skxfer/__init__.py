@@ -1,0 +1,7 @@
+"""skxfer: transfer learning for scikit-learn users, on PyTorch through skorch."""
+
+from ._estimators import TransferMLPClassifier, TransferMLPRegressor
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["TransferMLPClassifier", "TransferMLPRegressor", "__version__"]

@@ -1,0 +1,843 @@
+"""TransferMLPClassifier and TransferMLPRegressor: scikit-learn faces over skorch.
+
+The estimators validate their parameters and data the scikit-learn way, build a
+torch module and a configured skorch net in ``fit``, and let skorch train it.
+"""
+
+import copy
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch.callbacks import Callback, EarlyStopping, ProgressBar
+from torch import nn
+
+from ._device import device_is_valid, resolve_device
+from ._mlp import ACTIVATIONS, INITS, MLP
+from ._net import INFERENCE_BATCH_SIZE, SkxferNet, ValidSplit, seeded, supports_fused
+from ._validation import (
+    any_of,
+    check_params,
+    is_bool,
+    is_int,
+    is_none,
+    is_real,
+    one_of,
+)
+
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "nadam": torch.optim.NAdam,
+    "radam": torch.optim.RAdam,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+}
+# optimizers that take a ``momentum`` argument
+_WITH_MOMENTUM = (torch.optim.SGD, torch.optim.RMSprop)
+
+
+def _is_hidden_sizes(value):
+    if is_int(1)(value):
+        return True
+    return isinstance(value, (tuple, list)) and all(is_int(1)(v) for v in value)
+
+
+def _is_optimizer(value):
+    if isinstance(value, str):
+        return value in OPTIMIZERS
+    return isinstance(value, type) and issubclass(value, torch.optim.Optimizer)
+
+
+def _is_callbacks(value):
+    return value is None or (
+        isinstance(value, (list, tuple))
+        and all(
+            isinstance(cb, Callback)
+            or (
+                isinstance(cb, tuple)
+                and len(cb) == 2
+                and isinstance(cb[0], str)
+                and isinstance(cb[1], Callback)
+            )
+            for cb in value
+        )
+    )
+
+
+def _is_class_weight(value):
+    return value is None or value == "balanced" or isinstance(value, dict)
+
+
+_COMMON_SPEC = {
+    "hidden_layer_sizes": (
+        _is_hidden_sizes,
+        "an int >= 1 or a tuple of ints >= 1 (one per hidden layer)",
+    ),
+    "activation": (
+        one_of(*ACTIVATIONS),
+        "a str among " + ", ".join(repr(a) for a in ACTIVATIONS),
+    ),
+    "batch_norm": (is_bool, "a bool"),
+    "dropout": (is_real(0, 1, high_open=True), "a float in the range [0, 1)"),
+    "init": (one_of(*INITS), "a str among " + ", ".join(repr(i) for i in INITS)),
+    "optimizer": (
+        _is_optimizer,
+        "a str among "
+        + ", ".join(repr(o) for o in OPTIMIZERS)
+        + " or a torch.optim.Optimizer subclass",
+    ),
+    "lr": (is_real(0, low_open=True), "a float > 0"),
+    "momentum": (is_real(0, 1), "a float in the range [0, 1]"),
+    "nesterov": (is_bool, "a bool"),
+    "weight_decay": (is_real(0), "a float >= 0"),
+    "optimizer_params": (
+        any_of(is_none, lambda v: isinstance(v, dict)),
+        "None or a dict of keyword arguments for the optimizer",
+    ),
+    "batch_size": (is_int(1), "an int >= 1"),
+    "max_epochs": (is_int(1), "an int >= 1"),
+    "early_stopping": (is_bool, "a bool"),
+    "validation_fraction": (
+        is_real(0, 1, low_open=True, high_open=True),
+        "a float in the range (0, 1)",
+    ),
+    "n_iter_no_change": (is_int(1), "an int >= 1"),
+    "tol": (is_real(0), "a float >= 0"),
+    "warm_start": (is_bool, "a bool"),
+    "callbacks": (
+        _is_callbacks,
+        "None or a list of skorch callbacks (or (name, callback) tuples)",
+    ),
+    "device": (
+        device_is_valid,
+        "'auto', 'cpu', 'cuda', 'cuda:<index>', 'mps' or a torch.device",
+    ),
+    "verbose": (is_int(0), "an int >= 0"),
+}
+
+
+class _StopOnNonFinite(Callback):
+    """Stop training with a clear error as soon as the loss is NaN or inf."""
+
+    def on_epoch_end(self, net, **kwargs):
+        loss = net.history[-1, "train_loss"]
+        if not np.isfinite(loss):
+            raise ValueError(
+                f"Training diverged: the training loss became {loss} at epoch "
+                f"{len(net.history)}. Lower `lr`, or scale the inputs (for example "
+                "with sklearn.preprocessing.StandardScaler in a Pipeline)."
+            )
+
+
+def _noop(*args, **kwargs):
+    pass
+
+
+class _BaseTransferMLP(BaseEstimator):
+    """Shared parameters, validation and training of the MLP estimators."""
+
+    _criterion = None  # set by subclasses
+
+    # ---- configuration --------------------------------------------------------
+
+    def _check_params(self):
+        check_params(self, self._param_spec())
+        if (
+            self.optimizer == "sgd"
+            and self.nesterov
+            and self.momentum == 0
+        ):
+            raise ValueError(
+                f"nesterov=True needs momentum > 0 in {type(self).__name__}; "
+                "got momentum=0. Set momentum (e.g. 0.9) or nesterov=False."
+            )
+
+    def _param_spec(self):
+        return _COMMON_SPEC
+
+    def _hidden_sizes(self):
+        sizes = self.hidden_layer_sizes
+        return (sizes,) if is_int(1)(sizes) else tuple(sizes)
+
+    def _optimizer_config(self, device):
+        cls = (
+            OPTIMIZERS[self.optimizer]
+            if isinstance(self.optimizer, str)
+            else self.optimizer
+        )
+        kwargs = {"weight_decay": self.weight_decay}
+        if cls in _WITH_MOMENTUM:
+            kwargs["momentum"] = self.momentum
+        if cls is torch.optim.SGD:
+            kwargs["nesterov"] = self.nesterov
+        if supports_fused(cls, device):
+            kwargs["fused"] = True
+        kwargs.update(self.optimizer_params or {})
+        return cls, kwargs
+
+    def _build_module(self, n_features, n_outputs):
+        return MLP(
+            n_features,
+            self._hidden_sizes(),
+            n_outputs,
+            activation=self.activation,
+            batch_norm=self.batch_norm,
+            dropout=self.dropout,
+            init=self.init,
+        )
+
+    def _build_callbacks(self, seed):
+        quiet = not self.verbose
+        callbacks = [("stop_on_non_finite", _StopOnNonFinite())]
+        if self.early_stopping:
+            callbacks.append(
+                (
+                    "early_stopping",
+                    EarlyStopping(
+                        monitor="valid_loss",
+                        patience=self.n_iter_no_change,
+                        threshold=self.tol,
+                        threshold_mode="abs",
+                        load_best=True,
+                        sink=_noop if quiet else print,
+                    ),
+                )
+            )
+        if self.verbose >= 2:
+            callbacks.append(("progress_bar", ProgressBar()))
+        for i, cb in enumerate(self.callbacks or []):
+            # copies: skorch keeps state on callbacks, and the parameter must not
+            # change when the estimator is fitted (clone, grid search)
+            name, cb = cb if isinstance(cb, tuple) else (f"callback_{i}", cb)
+            callbacks.append((name, copy.deepcopy(cb)))
+        return callbacks
+
+    def _build_net(self, n_features, n_outputs, seed, device):
+        opt_cls, opt_kwargs = self._optimizer_config(device)
+        train_split = None
+        if self.early_stopping:
+            train_split = ValidSplit(
+                self.validation_fraction,
+                stratified=isinstance(self, ClassifierMixin),
+                random_state=seed,
+            )
+        net = SkxferNet(
+            module=self._build_module(n_features, n_outputs),
+            criterion=self._criterion,
+            optimizer=opt_cls,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_valid__batch_size=INFERENCE_BATCH_SIZE,
+            train_split=train_split,
+            callbacks=self._build_callbacks(seed),
+            device=device,
+            verbose=int(self.verbose),
+            shuffle_rng=np.random.RandomState(seed),
+            **{f"optimizer__{k}": v for k, v in opt_kwargs.items()},
+            **self._criterion_params(device),
+        )
+        return net
+
+    def _criterion_params(self, device):
+        return {}
+
+    # ---- fitting --------------------------------------------------------------
+
+    def _validate_X_y(self, X, y, reset):
+        return validate_data(
+            self,
+            X,
+            y,
+            reset=reset,
+            dtype=np.float32,
+            multi_output=isinstance(self, RegressorMixin),
+            y_numeric=isinstance(self, RegressorMixin),
+        )
+
+    def _fit(self, X, y, *, incremental, epochs=None, classes=None):
+        self._check_params()
+        X, y = self._validate_X_y(X, y, reset=not incremental)
+        y_train, n_outputs = self._encode_targets(y, incremental, classes)
+        name = type(self).__name__
+        if incremental:
+            net, device, rng = self.net_, self.device_, self._rng
+        else:
+            device = resolve_device(self.device, name)
+            rng = check_random_state(self.random_state)
+            net = None
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        with seeded(seed, device):
+            if net is None:
+                net = self._build_net(X.shape[1], n_outputs, seed, device)
+                net.initialize()
+            else:
+                net.shuffle_rng = np.random.RandomState(seed)
+            net.partial_fit(X, y_train, epochs=epochs)
+        self.net_ = net
+        self.device_ = device
+        self._rng = rng
+        self._record_history()
+        return self
+
+    def _record_history(self):
+        history = self.net_.history
+        self.loss_curve_ = [float(row["train_loss"]) for row in history]
+        valid = [float(row.get("valid_loss", np.nan)) for row in history]
+        if np.all(np.isnan(valid)):
+            self.validation_loss_curve_ = None
+            self.best_validation_loss_ = None
+        else:
+            self.validation_loss_curve_ = valid
+            self.best_validation_loss_ = float(np.nanmin(valid))
+        self.n_iter_ = len(history)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "net_")
+
+    # ---- inference ------------------------------------------------------------
+
+    def _forward(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        with torch.inference_mode():
+            return self.net_.forward(X)
+
+    # ---- conveniences for power users ---------------------------------------
+
+    @property
+    def module_(self):
+        """The trained torch module (``net_.module_``)."""
+        if not hasattr(self, "net_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet; "
+                "call 'fit' first."
+            )
+        return self.net_.module_
+
+    @property
+    def history_(self):
+        """skorch's per-epoch (and per-batch) training history (``net_.history``)."""
+        if not hasattr(self, "net_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet; "
+                "call 'fit' first."
+            )
+        return self.net_.history
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+_DOC_COMMON_PARAMS = """
+    hidden_layer_sizes : int or tuple of int, default=(100,)
+        The width of each hidden layer, from input to output. An int means one
+        hidden layer; ``()`` gives a linear model.
+    activation : str, default='relu'
+        The hidden layers' activation: 'relu', 'leaky_relu', 'elu', 'selu',
+        'gelu', 'silu', 'tanh', 'sigmoid' (alias 'logistic') or 'identity'.
+    batch_norm : bool, default=False
+        Put a batch-normalisation layer after each hidden linear layer.
+    dropout : float, default=0.0
+        Dropout probability after each hidden activation (0 disables it).
+    init : str, default='auto'
+        Weight initialisation of the linear layers: 'auto' (He/Kaiming for the
+        ReLU family, Glorot/Xavier for saturating activations, LeCun for SELU),
+        'xavier_uniform', 'xavier_normal', 'kaiming_uniform', 'kaiming_normal',
+        'orthogonal', or 'default' (PyTorch's own). Biases start at zero.
+    optimizer : str or torch.optim.Optimizer subclass, default='adam'
+        'adam', 'adamw', 'nadam', 'radam', 'sgd', 'rmsprop', 'adagrad', or an
+        optimizer class. Adam, AdamW, SGD and Adagrad use torch's fused kernels
+        where the device supports them.
+    lr : float, default=1e-3
+        The learning rate.
+    momentum : float, default=0.9
+        Momentum for 'sgd' and 'rmsprop'; ignored by the others.
+    nesterov : bool, default=False
+        Nesterov momentum for 'sgd'.
+    weight_decay : float, default=0.0
+        L2 penalty (for 'adamw', decoupled weight decay).
+    optimizer_params : dict, default=None
+        More keyword arguments for the optimizer, e.g. ``{"betas": (0.9, 0.99)}``.
+    batch_size : int, default=200
+        Samples per gradient step (the last batch of an epoch may be smaller).
+    max_epochs : int, default=200
+        Passes over the training data (the most, with ``early_stopping``).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data, stop when the
+        validation loss has not improved by ``tol`` for ``n_iter_no_change``
+        epochs, and keep the weights of the best epoch.
+    validation_fraction : float, default=0.1
+        Share of the training data held out when ``early_stopping`` is on.
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in epochs.
+    tol : float, default=1e-4
+        The least decrease of the validation loss that counts as improvement.
+    warm_start : bool, default=False
+        When True, ``fit`` on a fitted estimator continues training from its
+        current weights (for ``max_epochs`` more epochs) instead of starting over.
+    callbacks : list of skorch callbacks, default=None
+        Extra skorch callbacks (or ``(name, callback)`` tuples), copied at fit,
+        e.g. ``skorch.callbacks.LRScheduler``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, dropout, shuffling and the validation
+        split. An int gives identical models for identical data and device.
+    device : str or torch.device, default='auto'
+        'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:<index>'
+        or 'mps'. Resolved at ``fit``.
+    verbose : int, default=0
+        0 is silent; 1 prints a table of the losses per epoch; 2 also shows a
+        progress bar over the batches of each epoch (tqdm, notebook-aware).
+"""
+
+_DOC_COMMON_ATTRIBUTES = """
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names of ``X`` when it was a DataFrame with string column names.
+    loss_curve_ : list of float
+        Training loss at the end of each epoch.
+    validation_loss_curve_ : list of float or None
+        Validation loss of each epoch (``early_stopping=True``), else None.
+    best_validation_loss_ : float or None
+        The lowest validation loss (whose weights are kept), else None.
+    n_iter_ : int
+        Number of epochs run (across ``warm_start`` and ``partial_fit`` calls).
+    device_ : str
+        The device the network was trained on.
+    net_ : skorch.NeuralNet
+        The fitted skorch net, for power users (history, callbacks, ``save_params``).
+    module_ : torch.nn.Module
+        The trained network (``net_.module_``).
+    history_ : skorch.History
+        skorch's training history (``net_.history``).
+"""
+
+
+class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
+    __doc__ = (
+        """A backprop multilayer perceptron classifier, trained with PyTorch via skorch.
+
+    A scikit-learn classifier: ``fit``, ``predict``, ``predict_proba`` and
+    ``score`` work as for :class:`sklearn.neural_network.MLPClassifier`, in
+    pipelines, grid searches and cross-validation. The network is a stack of
+    ``Linear -> [BatchNorm] -> activation -> [Dropout]`` blocks and a linear
+    output layer trained with the cross-entropy loss.
+
+    Parameters
+    ----------"""
+        + _DOC_COMMON_PARAMS
+        + """    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes in the loss: ``{label: weight}``, or 'balanced'
+        for weights inversely proportional to the class frequencies.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels."""
+        + _DOC_COMMON_ATTRIBUTES
+        + """
+    See Also
+    --------
+    TransferMLPRegressor : The same network for regression.
+    sklearn.neural_network.MLPClassifier : scikit-learn's numpy MLP.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.model_selection import train_test_split
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skxfer import TransferMLPClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+    >>> clf = make_pipeline(
+    ...     StandardScaler(),
+    ...     TransferMLPClassifier((64,), max_epochs=30, random_state=0),
+    ... )
+    >>> clf.fit(X_train, y_train).score(X_test, y_test) > 0.95
+    True
+    >>> clf.predict_proba(X_test[:2]).shape
+    (2, 10)
+    """
+    )
+
+    _criterion = nn.CrossEntropyLoss
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        *,
+        activation="relu",
+        batch_norm=False,
+        dropout=0.0,
+        init="auto",
+        optimizer="adam",
+        lr=1e-3,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=0.0,
+        optimizer_params=None,
+        batch_size=200,
+        max_epochs=200,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        warm_start=False,
+        callbacks=None,
+        random_state=None,
+        device="auto",
+        verbose=0,
+        class_weight=None,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.batch_norm = batch_norm
+        self.dropout = dropout
+        self.init = init
+        self.optimizer = optimizer
+        self.lr = lr
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weight_decay = weight_decay
+        self.optimizer_params = optimizer_params
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+        self.callbacks = callbacks
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+        self.class_weight = class_weight
+
+    def _param_spec(self):
+        return {
+            **_COMMON_SPEC,
+            "class_weight": (
+                _is_class_weight,
+                "None, 'balanced' or a dict {class label: weight}",
+            ),
+        }
+
+    def fit(self, X, y):
+        """Fit the network to data ``X`` and class labels ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; cast to float32.
+        y : array-like of shape (n_samples,)
+            Class labels (ints, strings or bools; at least two classes).
+
+        Returns
+        -------
+        self : TransferMLPClassifier
+            The fitted estimator.
+        """
+        incremental = self.warm_start and hasattr(self, "net_")
+        return self._fit(X, y, incremental=incremental)
+
+    def partial_fit(self, X, y, classes=None):
+        """Train for one epoch on ``(X, y)``, continuing from the current weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A chunk of training data.
+        y : array-like of shape (n_samples,)
+            Its class labels.
+        classes : array-like of shape (n_classes,), default=None
+            Every class label that will ever be seen; needed on the first call,
+            since one chunk may not contain them all.
+
+        Returns
+        -------
+        self : TransferMLPClassifier
+            The updated estimator.
+        """
+        incremental = hasattr(self, "net_")
+        if not incremental and classes is None:
+            raise ValueError(
+                "classes must be passed on the first call to partial_fit, e.g. "
+                "partial_fit(X, y, classes=np.unique(y_all))."
+            )
+        return self._fit(X, y, incremental=incremental, epochs=1, classes=classes)
+
+    def _encode_targets(self, y, incremental, classes):
+        check_classification_targets(y)
+        name = type(self).__name__
+        if incremental:
+            if classes is not None and not np.array_equal(
+                np.unique(classes), self.classes_
+            ):
+                raise ValueError(
+                    f"classes={np.unique(classes)!r} differs from the classes of "
+                    f"the first call, {self.classes_!r}."
+                )
+            known = self.classes_
+        else:
+            known = np.unique(y if classes is None else classes)
+            if classes is not None and not np.isin(y, known).all():
+                extra = np.setdiff1d(np.unique(y), known)
+                raise ValueError(
+                    f"y holds labels {extra!r} that are not in classes={known!r}."
+                )
+            if len(known) < 2:
+                raise ValueError(
+                    f"{name} needs samples of at least 2 classes in the data, but "
+                    f"the data contains only one class: {known[0]!r}."
+                )
+        unseen = ~np.isin(y, known)
+        if unseen.any():
+            raise ValueError(
+                f"y holds labels {np.unique(y[unseen])!r} that the fitted "
+                f"{name} has not seen (classes_={known!r}). Fit anew (warm_start="
+                "False) to train on new classes."
+            )
+        y_encoded = np.searchsorted(known, y).astype(np.int64)
+        if not incremental:
+            self.classes_ = known
+            if self.class_weight is not None:
+                self._class_weights = self._class_weight_vector(y_encoded)
+        return y_encoded, len(known)
+
+    def _criterion_params(self, device):
+        if self.class_weight is None:
+            return {}
+        return {
+            "criterion__weight": torch.as_tensor(
+                self._class_weights, dtype=torch.float32
+            )
+        }
+
+    def _class_weight_vector(self, y_encoded):
+        """Loss weight of each class in ``classes_`` order (first fit only)."""
+        if self.class_weight == "balanced":
+            present = np.unique(y_encoded)
+            weights = np.ones(len(self.classes_))
+            weights[present] = compute_class_weight(
+                "balanced", classes=present, y=y_encoded
+            )
+            return weights
+        labels = self.classes_.tolist()
+        unknown = [k for k in self.class_weight if k not in labels]
+        if unknown:
+            raise ValueError(
+                f"class_weight names labels {unknown!r} that are not among the "
+                f"classes of y, {labels!r}."
+            )
+        return np.array([self.class_weight.get(c, 1.0) for c in labels])
+
+    def predict_proba(self, X):
+        """Class probabilities of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The samples.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities in the order of ``classes_``; rows sum to 1.
+        """
+        logits = self._forward(X)
+        return torch.softmax(logits.double(), dim=1).numpy()
+
+    def predict(self, X):
+        """Predicted class labels of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The samples.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
+        logits = self._forward(X)
+        return self.classes_[logits.argmax(dim=1).numpy()]
+
+
+class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
+    __doc__ = (
+        """A backprop multilayer perceptron regressor, trained with PyTorch via skorch.
+
+    A scikit-learn regressor: ``fit``, ``predict`` and ``score`` (R²) work as
+    for :class:`sklearn.neural_network.MLPRegressor`, with one or several
+    targets. The network is a stack of ``Linear -> [BatchNorm] -> activation
+    -> [Dropout]`` blocks and a linear output trained with the squared error.
+    Scale the targets (``TransformedTargetRegressor``) when they are large.
+
+    Parameters
+    ----------"""
+        + _DOC_COMMON_PARAMS
+        + """
+    Attributes
+    ----------
+    n_outputs_ : int
+        Number of targets."""
+        + _DOC_COMMON_ATTRIBUTES
+        + """
+    See Also
+    --------
+    TransferMLPClassifier : The same network for classification.
+    sklearn.neural_network.MLPRegressor : scikit-learn's numpy MLP.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.compose import TransformedTargetRegressor
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skxfer import TransferMLPRegressor
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> reg = TransformedTargetRegressor(
+    ...     make_pipeline(
+    ...         StandardScaler(),
+    ...         TransferMLPRegressor((32,), max_epochs=50, random_state=0),
+    ...     ),
+    ...     transformer=StandardScaler(),
+    ... )
+    >>> reg.fit(X[:300], y[:300]).score(X[300:], y[300:]) > 0.3
+    True
+    """
+    )
+
+    _criterion = nn.MSELoss
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        *,
+        activation="relu",
+        batch_norm=False,
+        dropout=0.0,
+        init="auto",
+        optimizer="adam",
+        lr=1e-3,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=0.0,
+        optimizer_params=None,
+        batch_size=200,
+        max_epochs=200,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        warm_start=False,
+        callbacks=None,
+        random_state=None,
+        device="auto",
+        verbose=0,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.batch_norm = batch_norm
+        self.dropout = dropout
+        self.init = init
+        self.optimizer = optimizer
+        self.lr = lr
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weight_decay = weight_decay
+        self.optimizer_params = optimizer_params
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+        self.callbacks = callbacks
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    def fit(self, X, y):
+        """Fit the network to data ``X`` and targets ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; cast to float32.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Target values.
+
+        Returns
+        -------
+        self : TransferMLPRegressor
+            The fitted estimator.
+        """
+        incremental = self.warm_start and hasattr(self, "net_")
+        return self._fit(X, y, incremental=incremental)
+
+    def partial_fit(self, X, y):
+        """Train for one epoch on ``(X, y)``, continuing from the current weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A chunk of training data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Its targets.
+
+        Returns
+        -------
+        self : TransferMLPRegressor
+            The updated estimator.
+        """
+        return self._fit(X, y, incremental=hasattr(self, "net_"), epochs=1)
+
+    def _encode_targets(self, y, incremental, classes):
+        y = np.asarray(y, dtype=np.float32)
+        y2d = y.reshape(-1, 1) if y.ndim == 1 else y
+        if incremental and y2d.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"y has {y2d.shape[1]} target(s), but this {type(self).__name__} "
+                f"was fitted with {self.n_outputs_}."
+            )
+        if not incremental:
+            self.n_outputs_ = y2d.shape[1]
+            self._y_1d = y.ndim == 1
+        return y2d, y2d.shape[1]
+
+    def predict(self, X):
+        """Predicted targets of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The samples.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            1-d when the network was fitted on a 1-d ``y``.
+        """
+        out = self._forward(X).double().numpy()
+        return out.ravel() if self._y_1d else out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+

@@ -1,0 +1,131 @@
+"""The multilayer perceptron as a torch module: layers, batch norm, dropout, init."""
+
+from collections import OrderedDict
+
+from torch import nn
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "logistic": nn.Sigmoid,  # scikit-learn's name for the sigmoid
+    "identity": nn.Identity,
+}
+
+INITS = (
+    "auto",
+    "default",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "orthogonal",
+)
+
+# the gain ``nn.init.calculate_gain`` knows for each activation
+_GAIN_NAMES = {
+    "relu": "relu",
+    "leaky_relu": "leaky_relu",
+    "tanh": "tanh",
+    "sigmoid": "sigmoid",
+    "logistic": "sigmoid",
+    "selu": "selu",
+}
+_RELU_LIKE = ("relu", "leaky_relu", "elu", "gelu", "silu")
+
+
+def _init_linear(linear, init, activation):
+    """Initialise one ``nn.Linear`` in place; biases start at zero."""
+    if init == "default":
+        return
+    if init == "auto":
+        # He for the ReLU family, Glorot for the saturating ones (and SELU's own
+        # LeCun-normal, which is kaiming_normal with the linear gain)
+        if activation in _RELU_LIKE:
+            init = "kaiming_uniform"
+        elif activation == "selu":
+            nn.init.kaiming_normal_(linear.weight, nonlinearity="linear")
+            nn.init.zeros_(linear.bias)
+            return
+        else:
+            init = "xavier_uniform"
+    nonlinearity = "relu" if activation in _RELU_LIKE else "linear"
+    if activation == "leaky_relu":
+        nonlinearity = "leaky_relu"
+    gain = nn.init.calculate_gain(_GAIN_NAMES.get(activation, "linear"))
+    if init == "xavier_uniform":
+        nn.init.xavier_uniform_(linear.weight, gain=gain)
+    elif init == "xavier_normal":
+        nn.init.xavier_normal_(linear.weight, gain=gain)
+    elif init == "kaiming_uniform":
+        nn.init.kaiming_uniform_(linear.weight, nonlinearity=nonlinearity)
+    elif init == "kaiming_normal":
+        nn.init.kaiming_normal_(linear.weight, nonlinearity=nonlinearity)
+    elif init == "orthogonal":
+        nn.init.orthogonal_(linear.weight, gain=gain)
+    nn.init.zeros_(linear.bias)
+
+
+class MLP(nn.Module):
+    """A backprop multilayer perceptron: ``hidden`` blocks, then ``output``.
+
+    Each hidden block is ``Linear -> [BatchNorm1d] -> activation -> [Dropout]``
+    and is named ``hidden.<i>``; the new head of a transferred network is
+    ``output``. The split makes the hidden part reusable as a backbone.
+
+    Parameters
+    ----------
+    n_features : int
+        Width of the input.
+    hidden_layer_sizes : sequence of int
+        Width of each hidden layer; empty for a linear model.
+    n_outputs : int
+        Width of the output layer (classes for a classifier, targets for a
+        regressor).
+    activation : str
+        A key of ``ACTIVATIONS``.
+    batch_norm : bool
+        Put a ``BatchNorm1d`` after each hidden ``Linear``.
+    dropout : float
+        Dropout probability after each hidden activation.
+    init : str
+        One of ``INITS``.
+    """
+
+    def __init__(
+        self,
+        n_features,
+        hidden_layer_sizes,
+        n_outputs,
+        activation="relu",
+        batch_norm=False,
+        dropout=0.0,
+        init="auto",
+    ):
+        super().__init__()
+        blocks = []
+        width = n_features
+        for size in hidden_layer_sizes:
+            layers = OrderedDict(linear=nn.Linear(width, size))
+            if batch_norm:
+                layers["bn"] = nn.BatchNorm1d(size)
+            layers["act"] = ACTIVATIONS[activation]()
+            if dropout > 0:
+                layers["dropout"] = nn.Dropout(dropout)
+            _init_linear(layers["linear"], init, activation)
+            blocks.append(nn.Sequential(layers))
+            width = size
+        self.hidden = nn.Sequential(*blocks)
+        self.output = nn.Linear(width, n_outputs)
+        # the output layer feeds a loss, not an activation: Glorot with gain 1
+        _init_linear(self.output, "default" if init == "default" else
+                     "xavier_uniform", "identity")
+
+    def forward(self, X):
+        return self.output(self.hidden(X))
+

@@ -1,0 +1,252 @@
+"""The skorch net that trains skxfer's networks.
+
+skorch runs the loop (callbacks, history, early stopping, checkpoints); this
+module only makes its data path fast for data that fits in memory. skorch's
+default ``DataLoader`` fetches one row at a time and collates the rows of each
+batch, which dominates the cost of a small network. Here the whole array is one
+tensor (moved to the device once when it fits), and each batch is one slice of a
+shuffled index -- what a hand-written PyTorch loop does.
+"""
+
+import math
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from torch.utils.data import Dataset
+
+# arrays up to this size are moved to the GPU once, instead of batch by batch
+_DEVICE_RESIDENT_BYTES = 1 << 30
+# rows per inference batch (batches are padded to it: see BatchIterator)
+INFERENCE_BATCH_SIZE = 256
+
+
+class TensorData(Dataset):
+    """In-memory features ``X`` and optional targets ``y``, as tensors.
+
+    Supports the ``Dataset`` protocol (so any skorch callback or a plain
+    ``DataLoader`` can read it), and is batched fast by :class:`BatchIterator`.
+    """
+
+    def __init__(self, X, y=None):
+        self.X = X
+        self.y = y
+
+    def __len__(self):
+        return len(self.X)
+
+    def __getitem__(self, i):
+        yi = self.y[i] if self.y is not None else torch.zeros(0)
+        return self.X[i], yi
+
+    def subset(self, indices):
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        return TensorData(
+            self.X[indices], None if self.y is None else self.y[indices]
+        )
+
+    def to(self, device):
+        return TensorData(
+            self.X.to(device), None if self.y is None else self.y.to(device)
+        )
+
+
+class PaddedBatch(tuple):
+    """An ``(X, None)`` inference batch padded with zero rows; ``n`` are real."""
+
+    n = 0
+
+
+class BatchIterator:
+    """Batches of a :class:`TensorData`, shuffled each epoch when ``shuffle``.
+
+    ``rng`` is a ``numpy.random.RandomState``: the order of the batches is then
+    reproducible under the estimator's ``random_state``.
+
+    Inference batches (no targets, no shuffling) are padded with zero rows to
+    ``batch_size``: every row then goes through a matrix product of the same
+    shape, so a sample's prediction does not depend on which other samples (or
+    how many) are predicted with it -- in float32, a product of another shape
+    can differ in the last bits.
+    """
+
+    def __init__(self, dataset, batch_size, shuffle=False, rng=None, device="cpu"):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rng = rng
+        self.device = device
+
+    def __len__(self):
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def __iter__(self):
+        X, y = self.dataset.X, self.dataset.y
+        n, bs = len(X), self.batch_size
+        to_device = X.device != torch.device(self.device)
+        if self.shuffle:
+            rng = self.rng if self.rng is not None else np.random.mtrand._rand
+            order = torch.from_numpy(rng.permutation(n)).to(X.device)
+        for start in range(0, n, bs):
+            if self.shuffle:
+                idx = order[start : start + bs]
+                Xb = X[idx]
+                yb = None if y is None else y[idx]
+            else:
+                Xb = X[start : start + bs]
+                yb = None if y is None else y[start : start + bs]
+            if to_device:
+                Xb = Xb.to(self.device, non_blocking=True)
+                yb = None if yb is None else yb.to(self.device, non_blocking=True)
+            if y is None and not self.shuffle:
+                n_real = len(Xb)
+                if n_real < bs:
+                    Xb = torch.cat([Xb, Xb.new_zeros((bs - n_real,) + Xb.shape[1:])])
+                batch = PaddedBatch((Xb, None))
+                batch.n = n_real
+                yield batch
+            else:
+                yield Xb, yb
+
+
+def as_tensor_data(X, y, device):
+    """Wrap numpy arrays as a :class:`TensorData`, on ``device`` when small."""
+    Xt = torch.as_tensor(X)
+    yt = None if y is None else torch.as_tensor(y)
+    data = TensorData(Xt, yt)
+    if str(device) != "cpu":
+        nbytes = Xt.element_size() * Xt.nelement()
+        if nbytes <= _DEVICE_RESIDENT_BYTES:
+            data = data.to(device)
+    return data
+
+
+class ValidSplit:
+    """Hold out ``fraction`` of a :class:`TensorData` for validation.
+
+    Stratified on ``y`` when ``stratified`` and every class has at least two
+    members; ``random_state`` makes the split reproducible.
+    """
+
+    def __init__(self, fraction, stratified=False, random_state=None):
+        self.fraction = fraction
+        self.stratified = stratified
+        self.random_state = random_state
+
+    def __call__(self, dataset, y=None, **kwargs):
+        from sklearn.model_selection import train_test_split
+
+        n = len(dataset)
+        n_valid = math.ceil(n * self.fraction)
+        if n - n_valid < 1:
+            raise ValueError(
+                f"validation_fraction={self.fraction} leaves no sample to train on "
+                f"out of {n}. Lower validation_fraction or pass more samples."
+            )
+        stratify = None
+        if self.stratified and y is not None:
+            y = np.asarray(y)
+            _, counts = np.unique(y, return_counts=True)
+            if counts.min() >= 2 and n_valid >= len(counts):
+                stratify = y
+        train_idx, valid_idx = train_test_split(
+            np.arange(n),
+            test_size=n_valid,
+            stratify=stratify,
+            random_state=self.random_state,
+        )
+        return dataset.subset(np.sort(train_idx)), dataset.subset(np.sort(valid_idx))
+
+
+class SkxferNet(NeuralNet):
+    """A skorch ``NeuralNet`` with a fast path for in-memory tensors.
+
+    Everything else -- the training loop, callbacks, history, pickling -- is
+    skorch's. ``shuffle_rng`` (a ``numpy.random.RandomState``) orders the batches.
+    """
+
+    def __init__(self, *args, shuffle_rng=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shuffle_rng = shuffle_rng
+
+    def _set_training(self, training=True):
+        # skorch sets the mode before every batch; walking the module tree each
+        # time costs more than the forward pass of a small MLP, so skip the walk
+        # when the root module is already in the requested mode.
+        module = getattr(self, "module_", None)
+        if isinstance(module, torch.nn.Module) and module.training == training:
+            return
+        super()._set_training(training)
+
+    def evaluation_step(self, batch, training=False):
+        out = super().evaluation_step(batch, training=training)
+        if isinstance(batch, PaddedBatch):
+            out = out[: batch.n]
+        return out
+
+    def get_dataset(self, X, y=None):
+        if isinstance(X, TensorData):
+            return X
+        if isinstance(X, np.ndarray) and (y is None or isinstance(y, np.ndarray)):
+            return as_tensor_data(X, y, self.device)
+        return super().get_dataset(X, y)
+
+    def get_iterator(self, dataset, training=False):
+        if not isinstance(dataset, TensorData):
+            return super().get_iterator(dataset, training=training)
+        prefix = "iterator_train" if training else "iterator_valid"
+        batch_size = self.get_params_for(prefix).get("batch_size", self.batch_size)
+        if batch_size == -1:
+            batch_size = len(dataset)
+        return BatchIterator(
+            dataset,
+            batch_size=batch_size,
+            shuffle=training,
+            rng=self.shuffle_rng,
+            device=self.device,
+        )
+
+
+@contextmanager
+def seeded(seed, device="cpu"):
+    """Run a block under torch seed ``seed`` without touching the caller's RNGs.
+
+    The CPU generator (and the CUDA generator of ``device``) are forked, seeded,
+    and restored on exit, so fitting an estimator never changes what the user's
+    own ``torch.rand`` calls return.
+    """
+    device = torch.device(device)
+    cuda_devices = []
+    if device.type == "cuda":
+        cuda_devices = [
+            device.index if device.index is not None else torch.cuda.current_device()
+        ]
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.random.default_generator.manual_seed(seed)
+        for index in cuda_devices:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def supports_fused(optimizer_cls, device):
+    """Whether ``optimizer_cls(..., fused=True)`` runs on ``device``.
+
+    The fused kernels of Adam, AdamW, SGD and Adagrad update all parameters in
+    one call; on a CPU they train a small MLP about 20% faster than the default
+    per-tensor loop (see ``benchmarks/bench_mlp.py``). CPU support came in
+    torch 2.4.
+    """
+    if optimizer_cls not in (
+        torch.optim.Adam,
+        torch.optim.AdamW,
+        torch.optim.SGD,
+        torch.optim.Adagrad,
+    ):
+        return False
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return True
+    version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    return kind == "cpu" and version >= (2, 4)

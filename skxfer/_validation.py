@@ -1,0 +1,85 @@
+"""Parameter checks shared by skxfer estimators.
+
+Each estimator describes its parameters as ``name -> (test, description)``;
+:func:`check_params` runs every test and raises one ``ValueError`` that lists
+everything wrong, in scikit-learn's wording, so a user fixes all of it at once.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+
+
+def is_int(low=None, high=None):
+    def test(value):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
+            return False
+        return (low is None or value >= low) and (high is None or value <= high)
+
+    return test
+
+
+def is_real(low=None, high=None, low_open=False, high_open=False):
+    def test(value):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+            return False
+        if not np.isfinite(value):
+            return False
+        if low is not None and (value <= low if low_open else value < low):
+            return False
+        if high is not None and (value >= high if high_open else value > high):
+            return False
+        return True
+
+    return test
+
+
+def is_bool(value):
+    return isinstance(value, (bool, np.bool_))
+
+
+def one_of(*options):
+    def test(value):
+        return isinstance(value, str) and value in options
+
+    return test
+
+
+def any_of(*tests):
+    def test(value):
+        return any(t(value) for t in tests)
+
+    return test
+
+
+def is_none(value):
+    return value is None
+
+
+def check_params(estimator, spec):
+    """Check ``estimator``'s parameters against ``spec``; raise one error for all.
+
+    Parameters
+    ----------
+    estimator : object
+        The estimator whose ``get_params(deep=False)`` are checked.
+    spec : dict
+        ``{name: (test, description)}``: ``test(value)`` returns True when the
+        value is fine; ``description`` completes "must be ...".
+    """
+    params = estimator.get_params(deep=False)
+    name = type(estimator).__name__
+    problems = []
+    for param, (test, description) in spec.items():
+        value = params[param]
+        try:
+            ok = test(value)
+        except Exception:  # a test that cannot even look at the value fails it
+            ok = False
+        if not ok:
+            problems.append(
+                f"The {param!r} parameter of {name} must be {description}. "
+                f"Got {value!r} instead."
+            )
+    if problems:
+        raise ValueError("\n".join(problems))
