@@ -463,9 +463,9 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
     >>> X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
     >>> clf = make_pipeline(
     ...     StandardScaler(),
-    ...     TransferMLPClassifier((64,), max_epochs=30, random_state=0),
+    ...     TransferMLPClassifier((64,), max_epochs=50, random_state=0),
     ... )
-    >>> clf.fit(X_train, y_train).score(X_test, y_test) > 0.95
+    >>> clf.fit(X_train, y_train).score(X_test, y_test) > 0.9
     True
     >>> clf.predict_proba(X_test[:2]).shape
     (2, 10)
@@ -600,7 +600,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
             if len(known) < 2:
                 raise ValueError(
                     f"{name} needs samples of at least 2 classes in the data, but "
-                    f"the data contains only one class: {known[0]!r}."
+                    f"the data contains only one class: {known.tolist()[0]!r}."
                 )
         unseen = ~np.isin(y, known)
         if unseen.any():
@@ -712,11 +712,13 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
     >>> reg = TransformedTargetRegressor(
     ...     make_pipeline(
     ...         StandardScaler(),
-    ...         TransferMLPRegressor((32,), max_epochs=50, random_state=0),
+    ...         TransferMLPRegressor(
+    ...             (16,), max_epochs=50, batch_size=32, random_state=0
+    ...         ),
     ...     ),
     ...     transformer=StandardScaler(),
     ... )
-    >>> reg.fit(X[:300], y[:300]).score(X[300:], y[300:]) > 0.3
+    >>> reg.fit(X[:300], y[:300]).score(X[300:], y[300:]) > 0.4
     True
     """
     )

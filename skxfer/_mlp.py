@@ -57,7 +57,7 @@ def _init_linear(linear, init, activation):
     nonlinearity = "relu" if activation in _RELU_LIKE else "linear"
     if activation == "leaky_relu":
         nonlinearity = "leaky_relu"
-    gain = nn.init.calculate_gain(_GAIN_NAMES.get(activation, "linear"))
+    gain = 1.0  # Glorot & Bengio (2010) define it without a gain
     if init == "xavier_uniform":
         nn.init.xavier_uniform_(linear.weight, gain=gain)
     elif init == "xavier_normal":
