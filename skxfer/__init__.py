@@ -1,7 +1,13 @@
 """skxfer: transfer learning for scikit-learn users, on PyTorch through skorch."""
 
 from ._estimators import TransferMLPClassifier, TransferMLPRegressor
+from ._extract import PretrainedFeatureExtractor
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["TransferMLPClassifier", "TransferMLPRegressor", "__version__"]
+__all__ = [
+    "PretrainedFeatureExtractor",
+    "TransferMLPClassifier",
+    "TransferMLPRegressor",
+    "__version__",
+]

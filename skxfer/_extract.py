@@ -1,0 +1,382 @@
+"""PretrainedFeatureExtractor: a pretrained network as a scikit-learn transformer."""
+
+import numpy as np
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+)
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ._backbones import (
+    LayerTap,
+    check_layer,
+    copy_module,
+    default_transform,
+    head_input_layer,
+    input_channels,
+    is_checkpoint_path,
+    load_checkpoint,
+    load_named_model,
+)
+from ._device import device_is_valid, resolve_device
+from ._images import (
+    ArrayBatches,
+    ImageList,
+    as_image_collection,
+    check_array_values,
+    stack_images,
+)
+from ._validation import any_of, check_params, is_bool, is_int, is_none, one_of
+
+POOLINGS = ("avg", "max", "flatten")
+
+
+def _is_model(value):
+    return isinstance(value, (str, nn.Module))
+
+
+def _is_transform(value):
+    return value is None or value == "auto" or callable(value)
+
+
+_SPEC = {
+    "model": (_is_model, "a torchvision model name or a torch.nn.Module"),
+    "layer": (
+        any_of(is_none, lambda v: isinstance(v, str)),
+        "None (the representation before the classifier) or a module name",
+    ),
+    "pooling": (one_of(*POOLINGS), "one of 'avg', 'max', 'flatten'"),
+    "preprocessing": (_is_transform, "'auto', None or a callable"),
+    "batch_size": (is_int(1), "an int >= 1"),
+    "num_workers": (
+        any_of(is_none, is_int(0)),
+        "None (automatic) or an int >= 0",
+    ),
+    "device": (
+        device_is_valid,
+        "'auto', 'cpu', 'cuda', 'cuda:<index>', 'mps' or a torch.device",
+    ),
+    "mixed_precision": (is_bool, "a bool"),
+    "channels_last": (is_bool, "a bool"),
+    "verbose": (is_int(0), "an int >= 0"),
+}
+
+
+class _Pool(nn.Module):
+    """Global pooling of spatial maps (N, C, H, W) or token sequences (N, T, D)."""
+
+    def __init__(self, pooling):
+        super().__init__()
+        self.pooling = pooling
+
+    def forward(self, x):
+        if isinstance(x, (tuple, list)):
+            x = x[0]
+        if x.ndim <= 2:
+            return x
+        if self.pooling == "flatten":
+            return x.flatten(1)
+        dims = tuple(range(2, x.ndim)) if x.ndim == 4 else (1,)
+        if self.pooling == "avg":
+            return x.mean(dim=dims)
+        return x.amax(dim=dims)
+
+
+class PretrainedFeatureExtractor(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
+    """Turn images into features with a pretrained network, as a transformer.
+
+    By default the output is the representation just before the network's
+    classifier (the head removed, global pooling applied): put a linear model
+    on it and you have transfer learning by feature extraction,
+    ``make_pipeline(PretrainedFeatureExtractor("resnet18"), LogisticRegression())``.
+
+    The network is built (and its weights loaded) in ``fit``, once per process
+    for a given model and weights, and always run in ``eval()`` mode under
+    ``torch.inference_mode()``.
+
+    Parameters
+    ----------
+    model : str or torch.nn.Module, default='resnet18'
+        A torchvision classification model name (any name in
+        ``torchvision.models.list_models(module=torchvision.models)``), or a
+        module of your own (copied at ``fit``; never changed). For a module of
+        your own the default output is what its ``forward`` returns.
+    weights : str, WeightsEnum, path or None, default='DEFAULT'
+        For a model name: 'DEFAULT', a weights name such as 'IMAGENET1K_V1' (or
+        'ResNet18_Weights.IMAGENET1K_V1', or the enum member), a path to a
+        local state-dict file, or None for random initialisation. For a
+        module: None (use it as it is) or a path to a state dict to load.
+        Downloads go where torchvision puts them (``$TORCH_HOME/hub``).
+    layer : str or None, default=None
+        Read the output of this module instead (a name from
+        ``model.named_modules()``, e.g. 'layer3'); the forward pass stops there.
+    pooling : {'avg', 'max', 'flatten'}, default='avg'
+        How a spatial map (N, C, H, W) or token sequence (N, T, D) becomes a
+        vector; 'avg' and 'max' pool globally, 'flatten' keeps every value.
+    preprocessing : 'auto', callable or None, default='auto'
+        What is done to the images before the network. 'auto': for a model
+        name, the weights' own ``transforms()`` (resize, crop,
+        normalisation; with ``weights=None`` those of the architecture's
+        default weights); for a module, uint8
+        images are scaled to [0, 1] and nothing else. A callable receives a
+        uint8 (or float in [0, 1]) tensor (N, C, H, W) for arrays and (C, H,
+        W) per image for lists; torchvision transforms take both. None: no
+        preprocessing besides scaling uint8 to [0, 1].
+    batch_size : int, default=32
+        Images per forward pass.
+    num_workers : int or None, default=None
+        ``DataLoader`` worker processes that decode and preprocess the next
+        batches while the model runs. None: none for in-memory arrays, one
+        per spare core (up to 4) for files and PIL images.
+    device : str or torch.device, default='auto'
+        'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:<index>',
+        'mps'.
+    mixed_precision : bool, default=False
+        Run the forward pass under ``torch.autocast`` (float16 on CUDA,
+        bfloat16 on the CPU). Features are returned as float32.
+    channels_last : bool, default=True
+        Use the channels-last memory layout for convolutional networks (faster
+        on CPUs and on recent GPUs; the features do not change beyond float
+        rounding).
+    verbose : int, default=0
+        Show a progress bar (tqdm) over the batches when > 0.
+
+    Attributes
+    ----------
+    backbone_ : torch.nn.Module
+        The network that computes the features (head removed or layer tapped),
+        in eval mode, on ``device_``.
+    preprocessing_ : callable or None
+        The preprocessing actually used.
+    n_features_out_ : int
+        Width of the output.
+    device_ : str
+        The device used.
+    n_features_in_ : int
+        Width of 2-d (tabular) input, for a module that takes feature vectors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skxfer import PretrainedFeatureExtractor
+    >>> images = np.random.RandomState(0).randint(0, 256, (4, 64, 64, 3),
+    ...                                            dtype=np.uint8)
+    >>> ext = PretrainedFeatureExtractor("resnet18", weights=None, device="cpu")
+    >>> ext.fit_transform(images).shape
+    (4, 512)
+    >>> ext.get_feature_names_out()[:2]
+    array(['pretrainedfeatureextractor0', 'pretrainedfeatureextractor1'],
+          dtype=object)
+    """
+
+    def __init__(
+        self,
+        model="resnet18",
+        *,
+        weights="DEFAULT",
+        layer=None,
+        pooling="avg",
+        preprocessing="auto",
+        batch_size=32,
+        num_workers=None,
+        device="auto",
+        mixed_precision=False,
+        channels_last=True,
+        verbose=0,
+    ):
+        self.model = model
+        self.weights = weights
+        self.layer = layer
+        self.pooling = pooling
+        self.preprocessing = preprocessing
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.device = device
+        self.mixed_precision = mixed_precision
+        self.channels_last = channels_last
+        self.verbose = verbose
+
+    # ---- building -------------------------------------------------------------
+
+    def _build(self):
+        """The backbone module, its preprocessing and its input channels."""
+        if isinstance(self.model, str):
+            net = load_named_model(self.model, self.weights)
+            layer, side = self.layer, "output"
+            if layer is None:
+                layer, side = head_input_layer(net), "input"
+            transform = self.preprocessing
+            if transform == "auto":
+                transform = default_transform(self.model, self.weights)
+        else:
+            net = copy_module(self.model)
+            if self.weights not in (None, "DEFAULT"):
+                if not is_checkpoint_path(self.weights):
+                    raise ValueError(
+                        "For a torch.nn.Module, weights must be None or a path to "
+                        f"a state-dict file; got {self.weights!r}."
+                    )
+                load_checkpoint(net, self.weights)
+            net.eval()
+            for p in net.parameters():
+                p.requires_grad_(False)
+            layer, side = self.layer, "output"
+            transform = None if self.preprocessing == "auto" else self.preprocessing
+        if layer is not None:
+            check_layer(net, layer)
+            body = LayerTap(net, layer, side)
+        else:
+            body = net
+        return nn.Sequential(body, _Pool(self.pooling)).eval(), transform, net
+
+    def fit(self, X, y=None):
+        """Build the network and load its weights; ``X`` fixes the output width.
+
+        Parameters
+        ----------
+        X : images or array-like of shape (n_samples, n_features)
+            Images as :meth:`transform` takes them (only the first is run, to
+            learn the output width), or feature vectors for a module that takes
+            them.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : PretrainedFeatureExtractor
+            The fitted transformer.
+        """
+        check_params(self, _SPEC)
+        self.device_ = resolve_device(self.device, type(self).__name__)
+        backbone, transform, net = self._build()
+        self._channels = input_channels(net)
+        self._tabular = False
+        if self._is_tabular(X):
+            X = validate_data(self, X, dtype=np.float32, reset=True)
+            self._tabular = True
+        elif hasattr(self, "n_features_in_"):
+            del self.n_features_in_
+        self._conv = self._channels is not None
+        if self._conv and self.channels_last and self.device_ != "mps":
+            backbone = backbone.to(memory_format=torch.channels_last)
+        self.backbone_ = backbone.to(self.device_)
+        self.preprocessing_ = transform
+        first = self._features(X.iloc[:1] if hasattr(X, "iloc") else X[:1])
+        self.n_features_out_ = first.shape[1]
+        self._n_features_out = self.n_features_out_
+        return self
+
+    def _is_tabular(self, X):
+        """2-d numeric input to a module of the user's own: feature vectors."""
+        if isinstance(self.model, str):
+            return False
+        if hasattr(X, "iloc"):
+            return X.ndim == 2 and all(
+                np.issubdtype(dt, np.number) or dt.kind == "b" for dt in X.dtypes
+            )
+        if isinstance(X, np.ndarray):
+            return X.ndim <= 2 and X.dtype != object
+        try:
+            arr = np.asarray(X)
+        except Exception:
+            return False
+        return arr.ndim <= 2 and arr.dtype.kind in "biuf"
+
+    # ---- transforming -----------------------------------------------------------
+
+    def _loader(self, X):
+        if self._tabular:
+            tensor = torch.from_numpy(np.ascontiguousarray(X))
+            chunks = torch.split(tensor, self.batch_size)
+            return chunks, len(chunks)
+        kind, images = as_image_collection(X)
+        if kind == "array":
+            check_array_values(images)
+            dataset = ArrayBatches(
+                images, self.batch_size, self.preprocessing_, self._channels
+            )
+            workers = 0 if self.num_workers is None else self.num_workers
+            loader = DataLoader(
+                dataset, batch_size=None, num_workers=workers,
+                pin_memory=self.device_.startswith("cuda"),
+            )
+        else:
+            dataset = ImageList(images, self.preprocessing_, self._channels)
+            workers = self.num_workers
+            if workers is None:
+                workers = min(4, max(0, (torch.get_num_threads() or 1) - 1))
+                workers = 0 if len(images) <= self.batch_size else workers
+            loader = DataLoader(
+                dataset, batch_size=self.batch_size, num_workers=workers,
+                collate_fn=stack_images,
+                pin_memory=self.device_.startswith("cuda"),
+            )
+        return loader, len(loader)
+
+    def _features(self, X):
+        loader, n_batches = self._loader(X)
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            loader = tqdm(loader, total=n_batches, desc="extracting features",
+                          unit="batch")
+        device = torch.device(self.device_)
+        autocast = torch.autocast(
+            device.type,
+            dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
+            enabled=self.mixed_precision,
+        )
+        memory_format = (
+            torch.channels_last
+            if self._conv and self.channels_last and device.type != "mps"
+            else torch.contiguous_format
+        )
+        outputs = []
+        with torch.inference_mode(), autocast:
+            for batch in loader:
+                batch = batch.to(device, non_blocking=True)
+                if batch.ndim == 4:
+                    batch = batch.to(memory_format=memory_format)
+                out = self.backbone_(batch)
+                outputs.append(out.float().cpu())
+        if not outputs:
+            raise ValueError("Found an empty collection of images; pass at least one.")
+        return torch.cat(outputs).numpy()
+
+    def transform(self, X):
+        """Features of ``X``.
+
+        Parameters
+        ----------
+        X : images
+            uint8 or float (in [0, 1]) arrays of shape (N, H, W), (N, H, W, C)
+            or (N, C, H, W); or a list (or array, or pandas Series) of PIL
+            images, arrays or image file paths -- sizes may differ when the
+            transform resizes. Feature vectors (n_samples, n_features) for a
+            module that takes them.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features_out_), float32
+            One row per image.
+        """
+        check_is_fitted(self)
+        if self._tabular:
+            X = validate_data(self, X, dtype=np.float32, reset=False)
+        return self._features(X)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "backbone_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = True
+        tags.non_deterministic = False
+        tags.input_tags.allow_nan = False
+        return tags

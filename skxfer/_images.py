@@ -1,0 +1,237 @@
+"""Images in any form a user has -> batches of tensors, decoded lazily.
+
+Accepted: uint8 or float arrays in NHWC or NCHW (float in [0, 1]), grayscale
+arrays (N, H, W), lists of PIL images, of arrays (sizes may differ), or of file
+paths (also a numpy array or pandas Series of paths). In-memory arrays are
+converted and transformed a whole batch at a time; lists are decoded one image
+at a time inside a ``Dataset``, so a ``DataLoader`` with workers overlaps the
+decoding with the model and memory holds one batch, not the collection.
+"""
+
+import os
+import warnings
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+_CHANNELS = (1, 3, 4)
+
+
+class ImageReadError(ValueError):
+    """An image could not be read; the message names its index and path."""
+
+
+def is_path(item):
+    return isinstance(item, (str, os.PathLike))
+
+
+def _is_pil(item):
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(item, Image.Image)
+
+
+def as_image_collection(X):
+    """Normalise ``X`` to an ndarray batch or a list of single images.
+
+    Returns ``("array", ndarray NCHW)`` or ``("list", list)``.
+    """
+    if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 1:  # pandas Series
+        X = X.tolist()
+    elif hasattr(X, "iloc"):  # a DataFrame with one column of paths
+        if X.shape[1] != 1:
+            raise ValueError(
+                "A DataFrame of images must have one column (of file paths); "
+                f"got {X.shape[1]} columns. Pass df['path_column']."
+            )
+        X = X.iloc[:, 0].tolist()
+    if isinstance(X, np.ndarray) and X.dtype != object:
+        return "array", array_to_nchw(X)
+    if isinstance(X, np.ndarray):
+        X = X.tolist()
+    if is_path(X) or _is_pil(X):
+        raise ValueError(
+            "Expected a collection of images, got a single "
+            f"{type(X).__name__}. Wrap it in a list: [image]."
+        )
+    if not isinstance(X, (list, tuple)):
+        raise ValueError(
+            "Images must be an array (N, H, W[, C]) or (N, C, H, W), or a list of "
+            f"PIL images, arrays or file paths; got {type(X).__name__}."
+        )
+    if len(X) == 0:
+        raise ValueError("Found an empty collection of images; pass at least one.")
+    for i, item in enumerate(X):
+        if not (is_path(item) or _is_pil(item) or isinstance(item, np.ndarray)):
+            raise ValueError(
+                f"Image {i} is a {type(item).__name__}; expected a PIL image, an "
+                "array or a file path."
+            )
+    return "list", list(X)
+
+
+def array_to_nchw(X):
+    """An (N, H, W), (N, H, W, C) or (N, C, H, W) array -> (N, C, H, W)."""
+    if X.ndim == 3:
+        return X[:, None, :, :]
+    if X.ndim != 4:
+        raise ValueError(
+            f"Found an image array with dim {X.ndim}; expected (n_images, height, "
+            "width) for grayscale or 4 dimensions (n_images, height, width, "
+            "channels) or (n_images, channels, height, width)."
+        )
+    if X.shape[-1] in _CHANNELS:
+        return np.moveaxis(X, -1, 1)
+    if X.shape[1] in _CHANNELS:
+        return X
+    raise ValueError(
+        f"Cannot tell the channel axis of an image array of shape {X.shape}: "
+        "neither the last axis (NHWC) nor the second (NCHW) has 1, 3 or 4 "
+        "channels."
+    )
+
+
+def check_array_values(X):
+    """Refuse NaN/inf and warn about float images outside [0, 1]."""
+    if X.dtype.kind == "f":
+        if not np.isfinite(X).all():
+            raise ValueError("Input images contain NaN or infinity.")
+        if X.size and X.max() > 1.5:
+            warnings.warn(
+                f"Float images are expected in [0, 1], but the largest value is "
+                f"{X.max():.4g}. Divide by 255, or pass uint8 arrays.",
+                UserWarning,
+                stacklevel=3,
+            )
+    elif X.dtype.kind not in "ub":
+        raise ValueError(
+            f"Image arrays must be uint8 or float; got dtype {X.dtype}. Convert "
+            "with X.astype(np.uint8) (0-255) or X.astype(np.float32) / 255."
+        )
+
+
+def to_tensor_batch(X):
+    """A numpy NCHW batch -> a torch tensor (uint8 kept; floats as float32)."""
+    X = np.ascontiguousarray(X)
+    if X.dtype == np.bool_:
+        X = X.astype(np.uint8) * 255
+    elif X.dtype.kind == "f" and X.dtype != np.float32:
+        X = X.astype(np.float32)
+    return torch.from_numpy(X)
+
+
+def match_channels(x, channels):
+    """Make the channel axis (-3) ``channels`` wide: gray -> RGB, RGBA -> RGB."""
+    c = x.shape[-3]
+    if channels is None or c == channels:
+        return x
+    if c == 4:  # drop alpha
+        x = x[..., :3, :, :]
+        c = 3
+    if c == channels:
+        return x
+    if c == 1:
+        return x.expand(*x.shape[:-3], channels, *x.shape[-2:])
+    if c == 3 and channels == 1:  # ITU-R 601 luma, as PIL's convert("L")
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32)
+        gray = (x.float() * weights.view(3, 1, 1)).sum(-3, keepdim=True)
+        return gray.round().to(x.dtype) if x.dtype == torch.uint8 else gray
+    raise ValueError(f"Cannot turn images of {c} channels into {channels}.")
+
+
+def load_image(item, index, channels):
+    """One item (path, PIL image or array) -> a CHW tensor."""
+    try:
+        if is_path(item):
+            from PIL import Image
+
+            with Image.open(item) as img:
+                img.load()
+                tensor = pil_to_tensor(img)
+        elif _is_pil(item):
+            tensor = pil_to_tensor(item)
+        else:
+            arr = np.asarray(item)
+            if arr.ndim == 2:
+                arr = arr[None]
+            elif arr.ndim == 3 and arr.shape[-1] in _CHANNELS:
+                arr = np.moveaxis(arr, -1, 0)
+            elif not (arr.ndim == 3 and arr.shape[0] in _CHANNELS):
+                raise ValueError(f"an image array of shape {arr.shape}")
+            check_array_values(arr)
+            tensor = to_tensor_batch(arr)
+    except Exception as err:
+        where = f" ({str(item)!r})" if is_path(item) else ""
+        raise ImageReadError(
+            f"Could not read image {index}{where}: {err}"
+        ) from err
+    return match_channels(tensor, channels)
+
+
+def pil_to_tensor(img):
+    if img.mode not in ("RGB", "L"):
+        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        arr = arr[None]
+    else:
+        arr = np.moveaxis(arr, -1, 0)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+class ImageList(Dataset):
+    """A list of images decoded (and transformed) one at a time."""
+
+    def __init__(self, items, transform=None, channels=None):
+        self.items = items
+        self.transform = transform
+        self.channels = channels
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        x = load_image(self.items[i], i, self.channels)
+        if self.transform is not None:
+            x = self.transform(x)
+        elif x.dtype == torch.uint8:
+            x = x.float() / 255
+        return x
+
+
+class ArrayBatches(Dataset):
+    """An in-memory NCHW array, served one transformed batch per item."""
+
+    def __init__(self, X, batch_size, transform=None, channels=None):
+        self.X = X
+        self.batch_size = batch_size
+        self.transform = transform
+        self.channels = channels
+
+    def __len__(self):
+        return -(-len(self.X) // self.batch_size)
+
+    def __getitem__(self, i):
+        chunk = self.X[i * self.batch_size : (i + 1) * self.batch_size]
+        x = match_channels(to_tensor_batch(chunk), self.channels)
+        if self.transform is not None:
+            x = self.transform(x)
+        elif x.dtype == torch.uint8:
+            x = x.float() / 255
+        return x
+
+
+def stack_images(batch):
+    """``collate_fn`` for :class:`ImageList` with a clear error for mixed sizes."""
+    shapes = {tuple(x.shape) for x in batch}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"Images of different sizes reached the model ({sorted(shapes)[:3]}"
+            "...). Pass a transform that resizes them, e.g. "
+            "preprocessing=torchvision.transforms.v2.Resize((224, 224))."
+        )
+    return torch.stack(batch)
+
