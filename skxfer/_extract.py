@@ -1,6 +1,7 @@
 """PretrainedFeatureExtractor: a pretrained network as a scikit-learn transformer."""
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import (
     BaseEstimator,
@@ -276,12 +277,16 @@ class PretrainedFeatureExtractor(
         """2-d numeric input to a module of the user's own: feature vectors."""
         if isinstance(self.model, str):
             return False
+        if sp.issparse(X):
+            return True  # validate_data refuses it with scikit-learn's message
         if hasattr(X, "iloc"):
             return X.ndim == 2 and all(
                 np.issubdtype(dt, np.number) or dt.kind == "b" for dt in X.dtypes
             )
         if isinstance(X, np.ndarray):
-            return X.ndim <= 2 and X.dtype != object
+            # 2-d is a table whatever the dtype (validate_data says what is
+            # wrong with it); 1-d only when numeric (else: paths, PIL images)
+            return X.ndim == 2 or (X.ndim < 2 and X.dtype.kind in "biuf")
         try:
             arr = np.asarray(X)
         except Exception:
@@ -343,7 +348,15 @@ class PretrainedFeatureExtractor(
                 batch = batch.to(device, non_blocking=True)
                 if batch.ndim == 4:
                     batch = batch.to(memory_format=memory_format)
-                out = self.backbone_(batch)
+                try:
+                    out = self.backbone_(batch)
+                except RuntimeError as err:
+                    raise ValueError(
+                        "The network could not run on a batch of shape "
+                        f"{tuple(batch.shape)}: {err}. Check that the inputs have "
+                        "the size and channels the network expects, or pass "
+                        "preprocessing= that resizes them."
+                    ) from err
                 outputs.append(out.float().cpu())
         if not outputs:
             raise ValueError("Found an empty collection of images; pass at least one.")
@@ -379,4 +392,6 @@ class PretrainedFeatureExtractor(
         tags.requires_fit = True
         tags.non_deterministic = False
         tags.input_tags.allow_nan = False
+        # features are float32, whatever the input's dtype
+        tags.transformer_tags.preserves_dtype = ["float32"]
         return tags

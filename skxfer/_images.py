@@ -48,7 +48,7 @@ def as_image_collection(X):
                 f"got {X.shape[1]} columns. Pass df['path_column']."
             )
         X = X.iloc[:, 0].tolist()
-    if isinstance(X, np.ndarray) and X.dtype != object:
+    if isinstance(X, np.ndarray) and X.dtype.kind in "biuf":
         return "array", array_to_nchw(X)
     if isinstance(X, np.ndarray):
         X = X.tolist()

@@ -5,18 +5,71 @@ quick; they still train for real, since some checks need a fitted model to beat
 a score (e.g. ``check_classifiers_train`` needs accuracy > 0.83).
 """
 
-from sklearn.utils.estimator_checks import parametrize_with_checks
+import pytest
+from sklearn.utils.estimator_checks import (
+    estimator_checks_generator,
+    parametrize_with_checks,
+)
+from torch import nn
 
-from skxfer import TransferMLPClassifier, TransferMLPRegressor
+from skxfer import (
+    PretrainedFeatureExtractor,
+    TransferMLPClassifier,
+    TransferMLPRegressor,
+)
 
 FAST = dict(hidden_layer_sizes=(16,), max_epochs=60, lr=0.01, batch_size=32,
             random_state=0, device="cpu")
 
 
 def _estimators():
-    return [TransferMLPClassifier(**FAST), TransferMLPRegressor(**FAST)]
+    return [
+        TransferMLPClassifier(**FAST),
+        TransferMLPRegressor(**FAST),
+        # the extractor over feature vectors: a user module that takes any width
+        PretrainedFeatureExtractor(nn.Tanh(), weights=None, device="cpu"),
+    ]
 
 
 @parametrize_with_checks(_estimators())
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
+
+
+# An image configuration: scikit-learn's checks feed 2-d tabular data to fit
+# and transform, which an image network cannot take; the checks that do not
+# fit on data (parameters, cloning, repr, tags, init) run on it. The others are
+# skipped with that reason, and their image equivalents live in
+# tests/test_extract.py (pickling, not-fitted errors, clone + set_params,
+# pandas output, feature names, bad input).
+IMAGE_CHECKS = {
+    "check_no_attributes_set_in_init",
+    "check_estimator_cloneable",
+    "check_estimator_repr",
+    "check_estimator_tags_renamed",
+    "check_valid_tag_types",
+    "check_mixin_order",
+    "check_parameters_default_constructible",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_do_not_raise_errors_in_init_or_set_params",
+    "check_transformers_unfitted",
+    "check_estimators_unfitted",
+}
+_IMAGE_EXTRACTOR = PretrainedFeatureExtractor("resnet18", weights=None, device="cpu")
+
+
+def _check_name(check):
+    return getattr(check, "func", check).__name__
+
+
+@pytest.mark.parametrize(
+    "check",
+    [check for _, check in estimator_checks_generator(_IMAGE_EXTRACTOR)],
+    ids=_check_name,
+)
+def test_image_extractor_checks(check):
+    name = _check_name(check)
+    if name not in IMAGE_CHECKS:
+        pytest.skip(f"{name} fits on 2-d tabular data; an image extractor takes images")
+    check(_IMAGE_EXTRACTOR)

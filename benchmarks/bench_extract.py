@@ -1,0 +1,166 @@
+"""Feature-extraction throughput and memory, side by side.
+
+torchvision ``resnet18`` (weights=None: nothing to download) with the
+preprocessing of ``ResNet18_Weights.DEFAULT`` (resize 256, crop 224, ImageNet
+normalisation) on uint8 NHWC arrays of 224x224 images; for 64x64 images the
+same normalisation with resize and crop at 64 (the network then runs at 64 px).
+Batch 32, ``--threads`` torch threads. Images per second of:
+
+(a) the model's forward alone, on ready (preprocessed) tensors -- the ceiling,
+(b) a hand-written loop: convert each batch, apply the transforms, run the
+    model under ``inference_mode``,
+(c) ``PretrainedFeatureExtractor`` on the same arrays,
+(d) ``PretrainedFeatureExtractor`` on the same images as PNG files.
+
+Then the peak memory (RSS) of a fresh process that transforms 500 and 5,000
+PNG paths (64x64), against the growth of the output array. Run::
+
+    python benchmarks/bench_extract.py [--images 96] [--repeats 3] [--threads 2]
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.models import ResNet18_Weights, resnet18
+from torchvision.transforms._presets import ImageClassification
+
+from skxfer import PretrainedFeatureExtractor
+
+BATCH = 32
+
+
+def preprocessing(size):
+    if size == 224:
+        return ResNet18_Weights.DEFAULT.transforms()
+    return ImageClassification(crop_size=size, resize_size=size)
+
+
+def write_pngs(images, folder):
+    paths = []
+    for i, img in enumerate(images):
+        path = os.path.join(folder, f"{i:05d}.png")
+        Image.fromarray(img).save(path)
+        paths.append(path)
+    return paths
+
+
+def run(size, n_images, repeats, folder):
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 256, (n_images, size, size, 3), dtype=np.uint8)
+    paths = write_pngs(images, folder)
+    prep = preprocessing(size)
+    torch.manual_seed(0)
+    model = resnet18(weights=None)
+    model.fc = torch.nn.Identity()
+    model.eval()
+    ready = prep(torch.from_numpy(images).permute(0, 3, 1, 2))
+
+    def forward_only():
+        with torch.inference_mode():
+            for start in range(0, n_images, BATCH):
+                model(ready[start : start + BATCH])
+
+    def hand_loop():
+        out = []
+        with torch.inference_mode():
+            for start in range(0, n_images, BATCH):
+                batch = torch.from_numpy(images[start : start + BATCH])
+                batch = prep(batch.permute(0, 3, 1, 2))
+                out.append(model(batch))
+        return torch.cat(out).numpy()
+
+    ext = PretrainedFeatureExtractor(
+        resnet18(weights=None), weights=None, preprocessing=prep,
+        batch_size=BATCH, device="cpu",
+    )
+    # the same weights as ``model``
+    ext.model.load_state_dict(model.state_dict(), strict=False)
+    ext.model.fc = torch.nn.Identity()
+    ext.fit(images[:1])
+
+    contestants = [
+        ("(a) forward only, ready tensors", forward_only),
+        ("(b) hand-written loop", hand_loop),
+        ("(c) PretrainedFeatureExtractor, arrays", lambda: ext.transform(images)),
+        ("(d) PretrainedFeatureExtractor, PNG files", lambda: ext.transform(paths)),
+    ]
+    np.testing.assert_allclose(ext.transform(images), hand_loop(), atol=1e-3)
+    times = {name: [] for name, _ in contestants}
+    for _, fn in contestants:  # warm-up
+        fn()
+    for _ in range(repeats):
+        for name, fn in contestants:
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    base = n_images / statistics.median(times["(b) hand-written loop"])
+    print(f"\n{size}x{size} uint8 NHWC, {n_images} images, batch {BATCH}")
+    print(f"{'':44s} {'img/s':>8s} {'vs (b)':>7s}")
+    for name, _ in contestants:
+        rate = n_images / statistics.median(times[name])
+        print(f"{name:44s} {rate:8.1f} {rate / base:7.2f}")
+
+
+_RSS_CHILD = """
+import resource, sys, glob, numpy as np, torch
+torch.set_num_threads(int(sys.argv[3]))
+from torchvision.models import resnet18
+from torchvision.transforms._presets import ImageClassification
+from skxfer import PretrainedFeatureExtractor
+paths = sorted(glob.glob(sys.argv[1] + "/*.png"))[: int(sys.argv[2])]
+ext = PretrainedFeatureExtractor(
+    resnet18(weights=None), weights=None, device="cpu",
+    preprocessing=ImageClassification(crop_size=64, resize_size=64))
+out = ext.fit(paths[:1]).transform(paths)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, out.nbytes)
+"""
+
+
+def memory(folder, threads):
+    rng = np.random.RandomState(1)
+    write_pngs(rng.randint(0, 256, (5000, 64, 64, 3), dtype=np.uint8), folder)
+    rows = []
+    for n in (500, 5000):
+        result = subprocess.run(
+            [sys.executable, "-c", _RSS_CHILD, folder, str(n), str(threads)],
+            capture_output=True, text=True, check=True,
+        )
+        rss, nbytes = map(int, result.stdout.split())
+        rows.append((n, rss, nbytes))
+    print("\npeak RSS transforming PNG paths (64x64), fresh process each")
+    for n, rss, nbytes in rows:
+        print(f"{n:6d} paths: peak RSS {rss / 2**20:8.1f} MiB, "
+              f"output {nbytes / 2**20:6.1f} MiB")
+    grew, out_grew = rows[1][1] - rows[0][1], rows[1][2] - rows[0][2]
+    print(f"RSS grew {grew / 2**20:.1f} MiB; the output grew "
+          f"{out_grew / 2**20:.1f} MiB")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"resnet18 (weights=None), {args.threads} threads, "
+          f"median of {args.repeats}")
+    for size, n in ((224, args.images), (64, args.images * 4)):
+        with tempfile.TemporaryDirectory() as folder:
+            run(size, n, args.repeats, folder)
+    if not args.skip_memory:
+        with tempfile.TemporaryDirectory() as folder:
+            memory(folder, args.threads)
+
+
+if __name__ == "__main__":
+    main()
