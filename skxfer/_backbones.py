@@ -234,3 +234,56 @@ def check_layer(model, layer):
 def copy_module(module):
     """A deep copy of a user's module, so that the original is never changed."""
     return copy.deepcopy(module)
+
+
+def is_fitted_source(obj):
+    """A fitted skxfer MLP estimator (duck-typed: lower modules never import it)."""
+    return getattr(obj, "_skxfer_network", False) and hasattr(obj, "net_")
+
+
+def is_unfitted_source(obj):
+    return getattr(obj, "_skxfer_network", False) and not hasattr(obj, "net_")
+
+
+def source_backbone(source):
+    """The pretrained part of a fitted skxfer MLP estimator, copied.
+
+    Returns ``(module, n_features_in, extractor)``: the hidden layers (after the
+    source's own backbone, if it had one) as a module mapping the source's input
+    to its last hidden representation; the width of tabular input (None for
+    images); and the fitted extractor that preprocesses images (None for
+    tables).
+    """
+    module = source.module_
+    if hasattr(module, "backbone"):  # a TransferNet: backbone + MLP head
+        body = nn.Sequential(
+            OrderedDict(backbone=module.backbone, hidden=module.head.hidden)
+        )
+        body = copy.deepcopy(body)
+        extractor = getattr(source, "extractor_", None)
+        n_in = None if extractor is not None and not extractor._tabular else (
+            source.n_features_in_
+        )
+        return body, n_in, extractor
+    return copy.deepcopy(module.hidden), source.n_features_in_, None
+
+
+def clone_keeping_fitted_sources(estimator, names):
+    """``clone`` that passes fitted source networks in ``names`` through as is.
+
+    ``GridSearchCV`` and ``cross_val_score`` clone every parameter; a fitted
+    source network would come back unfitted, its pretraining lost. It is never
+    trained in place (``fit`` copies its weights), so sharing it is safe.
+    """
+    from sklearn.base import clone
+
+    params = estimator.get_params(deep=False)
+    new_params = {
+        k: v if (k in names and is_fitted_source(v)) else clone(v, safe=False)
+        for k, v in params.items()
+    }
+    new = type(estimator)(**new_params)
+    config = getattr(estimator, "_sklearn_output_config", None)
+    if config is not None:
+        new._sklearn_output_config = copy.deepcopy(config)
+    return new

@@ -5,21 +5,44 @@ torch module and a configured skorch net in ``fit``, and let skorch train it.
 """
 
 import copy
+import os
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch.callbacks import Callback, EarlyStopping, ProgressBar
+from sklearn.utils.validation import (
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
+from skorch.callbacks import Callback, EarlyStopping, Freezer, ProgressBar, Unfreezer
 from torch import nn
 
+from ._backbones import (
+    clone_keeping_fitted_sources,
+    is_fitted_source,
+    is_unfitted_source,
+    source_backbone,
+)
 from ._device import device_is_valid, resolve_device
-from ._mlp import ACTIVATIONS, INITS, MLP
-from ._net import INFERENCE_BATCH_SIZE, SkxferNet, ValidSplit, seeded, supports_fused
+from ._extract import PretrainedFeatureExtractor
+from ._freezing import frozen_parameter_names, store_reference
+from ._mlp import ACTIVATIONS, INITS, MLP, TransferNet
+from ._net import (
+    INFERENCE_BATCH_SIZE,
+    SkxferNet,
+    TensorData,
+    ValidSplit,
+    seeded,
+    supports_fused,
+)
+from ._saving import is_saved_network, load_network, save_network
 from ._validation import (
     any_of,
     check_params,
@@ -120,6 +143,28 @@ _COMMON_SPEC = {
         "'auto', 'cpu', 'cuda', 'cuda:<index>', 'mps' or a torch.device",
     ),
     "verbose": (is_int(0), "an int >= 0"),
+    "backbone": (
+        lambda v: v is None
+        or isinstance(v, (str, nn.Module, PretrainedFeatureExtractor, os.PathLike))
+        or getattr(v, "_skxfer_network", False),
+        "None, a torchvision model name, a PretrainedFeatureExtractor, a fitted "
+        "TransferMLPClassifier/TransferMLPRegressor, a torch.nn.Module or the "
+        "path of a network saved with save_network",
+    ),
+    "freeze": (
+        lambda v: is_bool(v)
+        or is_int(0)(v)
+        or (isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v)),
+        "a bool, an int >= 0 (the first blocks) or a list of parameter-name "
+        "patterns",
+    ),
+    "unfreeze_at": (
+        any_of(is_none, is_int(1)),
+        "None or an int >= 1 (the epoch after which frozen layers train)",
+    ),
+    "backbone_lr_factor": (is_real(0, low_open=True), "a float > 0"),
+    "l2_sp": (is_real(0), "a float >= 0"),
+    "bn_mode": (one_of("train", "frozen"), "'train' or 'frozen'"),
 }
 
 
@@ -144,6 +189,12 @@ class _BaseTransferMLP(BaseEstimator):
     """Shared parameters, validation and training of the MLP estimators."""
 
     _criterion = None  # set by subclasses
+    _skxfer_network = True  # a source network other estimators can transfer from
+
+    def __sklearn_clone__(self):
+        # a fitted source network as ``backbone`` stays fitted under clone, so a
+        # grid search starts every candidate from the pretrained weights
+        return clone_keeping_fitted_sources(self, ("backbone",))
 
     # ---- configuration --------------------------------------------------------
 
@@ -183,8 +234,10 @@ class _BaseTransferMLP(BaseEstimator):
         return cls, kwargs
 
     def _build_module(self, n_features, n_outputs):
-        return MLP(
-            n_features,
+        backbone = getattr(self, "_backbone_module", None)
+        width = self._backbone_width if backbone is not None else n_features
+        head = MLP(
+            width,
             self._hidden_sizes(),
             n_outputs,
             activation=self.activation,
@@ -192,10 +245,33 @@ class _BaseTransferMLP(BaseEstimator):
             dropout=self.dropout,
             init=self.init,
         )
+        if backbone is None:
+            return head
+        for p in backbone.parameters():
+            p.requires_grad_(True)
+        module = TransferNet(backbone, head)
+        if self.l2_sp > 0:
+            store_reference(module)
+        return module
+
+    def _freeze_callbacks(self):
+        if getattr(self, "_backbone_module", None) is None:
+            return []
+        names = frozen_parameter_names(self.freeze, self._backbone_module)
+        if not names:
+            return []
+        patterns = [f"backbone.{n}" for n in names]
+        callbacks = [("freezer", Freezer(patterns, at=1))]
+        if self.unfreeze_at is not None:
+            callbacks.append(
+                ("unfreezer", Unfreezer(patterns, at=self.unfreeze_at + 1))
+            )
+        return callbacks
 
     def _build_callbacks(self, seed):
         quiet = not self.verbose
         callbacks = [("stop_on_non_finite", _StopOnNonFinite())]
+        callbacks += self._freeze_callbacks()
         if self.early_stopping:
             callbacks.append(
                 (
@@ -228,8 +304,14 @@ class _BaseTransferMLP(BaseEstimator):
                 stratified=isinstance(self, ClassifierMixin),
                 random_state=seed,
             )
+        if getattr(self, "_backbone_module", None) is not None:
+            opt_kwargs["param_groups"] = [
+                ("backbone.*", {"lr": self.lr * self.backbone_lr_factor})
+            ]
         net = SkxferNet(
             module=self._build_module(n_features, n_outputs),
+            bn_mode=self.bn_mode,
+            l2_sp=self.l2_sp if self.backbone is not None else 0.0,
             criterion=self._criterion,
             optimizer=opt_cls,
             lr=self.lr,
@@ -262,10 +344,83 @@ class _BaseTransferMLP(BaseEstimator):
             y_numeric=isinstance(self, RegressorMixin),
         )
 
+    def _resolve_backbone(self, X, device):
+        """The backbone as ``(module, width, extractor, n_features_in)``."""
+        backbone, name = self.backbone, type(self).__name__
+        if is_unfitted_source(backbone):
+            raise ValueError(
+                f"backbone is an unfitted {type(backbone).__name__}. Fit it on the "
+                "source task first; a fitted one stays fitted under clone and "
+                "GridSearchCV."
+            )
+        if is_saved_network(backbone):
+            module, n_in = load_network(backbone)
+            extractor = None
+        elif is_fitted_source(backbone):
+            module, n_in, extractor = source_backbone(backbone)
+        else:
+            if isinstance(backbone, PretrainedFeatureExtractor):
+                extractor = clone(backbone).set_params(device=device)
+            else:  # a model name or a module of the user's
+                extractor = PretrainedFeatureExtractor(
+                    backbone,
+                    weights="DEFAULT" if isinstance(backbone, str) else None,
+                    device=device,
+                )
+            extractor.fit(X)
+            module = copy.deepcopy(extractor.backbone_)
+            n_in = extractor.n_features_in_ if extractor._tabular else None
+        if extractor is not None and extractor._tabular:
+            extractor = None  # feature vectors go in as they are
+        sample = (
+            extractor.preprocess(X.iloc[:1] if hasattr(X, "iloc") else X[:1])
+            if extractor is not None
+            else torch.zeros(1, n_in)
+        )
+        with torch.inference_mode():
+            out = module.to(device).eval()(sample.to(device))
+        if out.ndim != 2:
+            raise ValueError(
+                f"The backbone of {name} returns outputs of shape "
+                f"{tuple(out.shape)}; the head needs one vector per sample "
+                "(n_samples, n_features). Wrap it in a PretrainedFeatureExtractor "
+                "with a pooling, or end it with torch.nn.Flatten()."
+            )
+        return module.cpu(), out.shape[1], extractor, n_in
+
+    def _fit_inputs(self, X, y, reset, device):
+        """Validated training inputs (an array, or preprocessed image tensors)."""
+        if self.backbone is None:
+            return self._validate_X_y(X, y, reset=reset)
+        if reset:
+            (
+                self._backbone_module,
+                self._backbone_width,
+                self.extractor_,
+                n_in,
+            ) = self._resolve_backbone(X, device)
+            self._n_in = n_in
+        if self.extractor_ is None:  # feature vectors
+            X, y = self._validate_X_y(X, y, reset=reset)
+            if self._n_in is not None and X.shape[1] != self._n_in:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but the backbone was trained on "
+                    f"{self._n_in}. Transfer needs the same input features."
+                )
+            return X, y
+        Xt = self.extractor_.preprocess(X)
+        classifier = isinstance(self, ClassifierMixin)
+        y = check_array(
+            y, ensure_2d=False, dtype=None if classifier else "numeric",
+            input_name="y",
+        )
+        if classifier:
+            y = column_or_1d(y, warn=True)
+        check_consistent_length(Xt, y)
+        return TensorData(Xt), y
+
     def _fit(self, X, y, *, incremental, epochs=None, classes=None):
         self._check_params()
-        X, y = self._validate_X_y(X, y, reset=not incremental)
-        y_train, n_outputs = self._encode_targets(y, incremental, classes)
         name = type(self).__name__
         if incremental:
             net, device, rng = self.net_, self.device_, self._rng
@@ -273,10 +428,18 @@ class _BaseTransferMLP(BaseEstimator):
             device = resolve_device(self.device, name)
             rng = check_random_state(self.random_state)
             net = None
+        X, y = self._fit_inputs(X, y, reset=not incremental, device=device)
+        y_train, n_outputs = self._encode_targets(y, incremental, classes)
+        if isinstance(X, TensorData):
+            X = TensorData(X.X, torch.as_tensor(y_train))
+            if str(device) != "cpu":
+                X = X.to(device)
+            y_train = None
         seed = int(rng.randint(np.iinfo(np.int32).max))
         with seeded(seed, device):
             if net is None:
-                net = self._build_net(X.shape[1], n_outputs, seed, device)
+                n_features = X.X.shape[1] if isinstance(X, TensorData) else X.shape[1]
+                net = self._build_net(n_features, n_outputs, seed, device)
                 net.initialize()
             else:
                 net.shuffle_rng = np.random.RandomState(seed)
@@ -306,9 +469,35 @@ class _BaseTransferMLP(BaseEstimator):
 
     def _forward(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
+        if getattr(self, "extractor_", None) is not None:
+            X = TensorData(self.extractor_.preprocess(X))
+        else:
+            X = validate_data(self, X, dtype=np.float32, reset=False)
         with torch.inference_mode():
             return self.net_.forward(X)
+
+    def save_network(self, path):
+        """Save the trained network to ``path`` for later transfer.
+
+        The file holds the layer sizes and weights (CPU tensors, loadable with
+        ``torch.load(weights_only=True)``); pass its path as ``backbone`` to
+        another estimator, on any machine. Networks with an image backbone are
+        saved with joblib instead (``joblib.dump(estimator, path)``) and passed
+        as the fitted estimator.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Where to write the file (``.pt`` by convention).
+        """
+        check_is_fitted(self)
+        if hasattr(self.module_, "backbone"):
+            raise ValueError(
+                "save_network saves plain MLP networks; this one has a backbone. "
+                "Use joblib.dump(estimator, path) and pass the loaded estimator "
+                "as backbone."
+            )
+        save_network(self, path)
 
     # ---- conveniences for power users ---------------------------------------
 
@@ -398,6 +587,35 @@ _DOC_COMMON_PARAMS = """
     verbose : int, default=0
         0 is silent; 1 prints a table of the losses per epoch; 2 also shows a
         progress bar over the batches of each epoch (tqdm, notebook-aware).
+    backbone : see below, default=None
+        A pretrained network to put under the MLP (which becomes its new
+        head), trained end to end. None: a plain MLP. A
+        :class:`PretrainedFeatureExtractor` or a torchvision model name: ``X``
+        is then images, as the extractor takes them. A fitted
+        ``TransferMLPClassifier``/``TransferMLPRegressor`` (the source task):
+        its hidden layers (and its own backbone) are reused, with a new output
+        layer for this task; it stays fitted under ``clone``. A
+        ``torch.nn.Module`` (copied at fit), or the path of a file written by
+        :meth:`save_network`. Ignored options below apply only with a backbone.
+    freeze : bool, int or list of str, default=True
+        What of the backbone is not trained: True (all of it -- feature
+        extraction; its BatchNorm layers keep their statistics), False
+        (nothing: full fine-tuning), an int k (its first k blocks, in the
+        order it computes them), or parameter-name patterns (fnmatch, names
+        relative to the backbone, e.g. ``["layer1.*", "conv1.*"]``).
+    unfreeze_at : int or None, default=None
+        Release the frozen part after this many epochs. With ``freeze=True``
+        this is LP-FT: fit the head on frozen features, then fine-tune all.
+    backbone_lr_factor : float, default=1.0
+        The backbone's learning rate as a fraction of ``lr`` (e.g. 0.1), so
+        pretrained weights move less than the new head.
+    l2_sp : float, default=0.0
+        L2-SP strength: adds ``l2_sp / 2 * ||w - w_pretrained||^2`` over the
+        trainable backbone weights to the loss, pulling them toward their
+        pretrained values (Li et al., 2018).
+    bn_mode : {'train', 'frozen'}, default='train'
+        BatchNorm layers in the trainable backbone: 'train' updates their
+        statistics, 'frozen' keeps the pretrained ones (eval mode).
 """
 
 _DOC_COMMON_ATTRIBUTES = """
@@ -421,6 +639,8 @@ _DOC_COMMON_ATTRIBUTES = """
         The trained network (``net_.module_``).
     history_ : skorch.History
         skorch's training history (``net_.history``).
+    extractor_ : PretrainedFeatureExtractor or None
+        With an image backbone, the fitted extractor that preprocesses ``X``.
 """
 
 
@@ -500,6 +720,12 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         device="auto",
         verbose=0,
         class_weight=None,
+        backbone=None,
+        freeze=True,
+        unfreeze_at=None,
+        backbone_lr_factor=1.0,
+        l2_sp=0.0,
+        bn_mode="train",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -524,6 +750,12 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         self.device = device
         self.verbose = verbose
         self.class_weight = class_weight
+        self.backbone = backbone
+        self.freeze = freeze
+        self.unfreeze_at = unfreeze_at
+        self.backbone_lr_factor = backbone_lr_factor
+        self.l2_sp = l2_sp
+        self.bn_mode = bn_mode
 
     def _param_spec(self):
         return {
@@ -750,6 +982,12 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         random_state=None,
         device="auto",
         verbose=0,
+        backbone=None,
+        freeze=True,
+        unfreeze_at=None,
+        backbone_lr_factor=1.0,
+        l2_sp=0.0,
+        bn_mode="train",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -773,6 +1011,12 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.backbone = backbone
+        self.freeze = freeze
+        self.unfreeze_at = unfreeze_at
+        self.backbone_lr_factor = backbone_lr_factor
+        self.l2_sp = l2_sp
+        self.bn_mode = bn_mode
 
     def fit(self, X, y):
         """Fit the network to data ``X`` and targets ``y``.

@@ -15,13 +15,16 @@ from torch.utils.data import DataLoader
 from ._backbones import (
     LayerTap,
     check_layer,
+    clone_keeping_fitted_sources,
     copy_module,
     default_transform,
     head_input_layer,
     input_channels,
     is_checkpoint_path,
+    is_fitted_source,
     load_checkpoint,
     load_named_model,
+    source_backbone,
 )
 from ._device import device_is_valid, resolve_device
 from ._images import (
@@ -37,7 +40,7 @@ POOLINGS = ("avg", "max", "flatten")
 
 
 def _is_model(value):
-    return isinstance(value, (str, nn.Module))
+    return isinstance(value, (str, nn.Module)) or is_fitted_source(value)
 
 
 def _is_transform(value):
@@ -45,7 +48,11 @@ def _is_transform(value):
 
 
 _SPEC = {
-    "model": (_is_model, "a torchvision model name or a torch.nn.Module"),
+    "model": (
+        _is_model,
+        "a torchvision model name, a torch.nn.Module or a fitted "
+        "TransferMLPClassifier/TransferMLPRegressor",
+    ),
     "layer": (
         any_of(is_none, lambda v: isinstance(v, str)),
         "None (the representation before the classifier) or a module name",
@@ -103,11 +110,14 @@ class PretrainedFeatureExtractor(
 
     Parameters
     ----------
-    model : str or torch.nn.Module, default='resnet18'
+    model : str, torch.nn.Module or fitted TransferMLP estimator, default='resnet18'
         A torchvision classification model name (any name in
-        ``torchvision.models.list_models(module=torchvision.models)``), or a
-        module of your own (copied at ``fit``; never changed). For a module of
-        your own the default output is what its ``forward`` returns.
+        ``torchvision.models.list_models(module=torchvision.models)``), a
+        module of your own (copied at ``fit``; never changed; the default
+        output is what its ``forward`` returns), or a fitted
+        :class:`TransferMLPClassifier` / :class:`TransferMLPRegressor`, whose
+        last hidden layer becomes the output (its learned representation).
+        A fitted estimator stays fitted under ``clone``.
     weights : str, WeightsEnum, path or None, default='DEFAULT'
         For a model name: 'DEFAULT', a weights name such as 'IMAGENET1K_V1' (or
         'ResNet18_Weights.IMAGENET1K_V1', or the enum member), a path to a
@@ -215,6 +225,17 @@ class PretrainedFeatureExtractor(
             transform = self.preprocessing
             if transform == "auto":
                 transform = default_transform(self.model, self.weights)
+        elif is_fitted_source(self.model):
+            net, _, src_extractor = source_backbone(self.model)
+            net.eval()
+            for p in net.parameters():
+                p.requires_grad_(False)
+            layer, side = self.layer, "output"
+            transform = self.preprocessing
+            if transform == "auto":
+                transform = (
+                    src_extractor.preprocessing_ if src_extractor is not None else None
+                )
         else:
             net = copy_module(self.model)
             if self.weights not in (None, "DEFAULT"):
@@ -384,8 +405,32 @@ class PretrainedFeatureExtractor(
             X = validate_data(self, X, dtype=np.float32, reset=False)
         return self._features(X)
 
+    def preprocess(self, X):
+        """``X`` as the network receives it: decoded, preprocessed, batched.
+
+        Parameters
+        ----------
+        X : images or array-like
+            As for :meth:`transform`.
+
+        Returns
+        -------
+        tensor : torch.Tensor of shape (n_samples, C, H, W), float32
+            The preprocessed inputs (feature vectors for tabular input).
+        """
+        check_is_fitted(self)
+        if self._tabular:
+            X = validate_data(self, X, dtype=np.float32, reset=False)
+            return torch.from_numpy(np.ascontiguousarray(X))
+        loader, _ = self._loader(X)
+        return torch.cat([batch.float() for batch in loader])
+
     def __sklearn_is_fitted__(self):
         return hasattr(self, "backbone_")
+
+    def __sklearn_clone__(self):
+        # a fitted TransferMLP estimator as ``model`` stays fitted under clone
+        return clone_keeping_fitted_sources(self, ("model",))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

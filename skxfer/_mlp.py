@@ -129,3 +129,20 @@ class MLP(nn.Module):
     def forward(self, X):
         return self.output(self.hidden(X))
 
+
+
+class TransferNet(nn.Module):
+    """A pretrained ``backbone`` followed by a new MLP ``head``.
+
+    ``backbone`` maps the input to feature vectors (N, D); ``head`` is an
+    :class:`MLP` from D to the target's outputs. Parameter names start with
+    ``backbone.`` or ``head.``, which freezing and learning-rate groups use.
+    """
+
+    def __init__(self, backbone, head):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, X):
+        return self.head(self.backbone(X))

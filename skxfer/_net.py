@@ -16,6 +16,8 @@ import torch
 from skorch import NeuralNet
 from torch.utils.data import Dataset
 
+from ._freezing import l2_sp_penalty, set_batchnorm_mode
+
 # arrays up to this size are moved to the GPU once, instead of batch by batch
 _DEVICE_RESIDENT_BYTES = 1 << 30
 # rows per inference batch (batches are padded to it: see BatchIterator)
@@ -166,18 +168,37 @@ class SkxferNet(NeuralNet):
     skorch's. ``shuffle_rng`` (a ``numpy.random.RandomState``) orders the batches.
     """
 
-    def __init__(self, *args, shuffle_rng=None, **kwargs):
+    def __init__(
+        self, *args, shuffle_rng=None, bn_mode="train", l2_sp=0.0, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.shuffle_rng = shuffle_rng
+        self.bn_mode = bn_mode
+        self.l2_sp = l2_sp
 
     def _set_training(self, training=True):
         # skorch sets the mode before every batch; walking the module tree each
         # time costs more than the forward pass of a small MLP, so skip the walk
         # when the root module is already in the requested mode.
         module = getattr(self, "module_", None)
-        if isinstance(module, torch.nn.Module) and module.training == training:
+        has_backbone = hasattr(module, "backbone")
+        if (
+            isinstance(module, torch.nn.Module)
+            and module.training == training
+            and not (training and has_backbone)
+        ):
             return
         super()._set_training(training)
+        if training and has_backbone:
+            set_batchnorm_mode(module, self.bn_mode)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if training and self.l2_sp > 0 and hasattr(self.module_, "sp_reference"):
+            penalty = l2_sp_penalty(self.module_)
+            if penalty is not None:
+                loss = loss + 0.5 * self.l2_sp * penalty
+        return loss
 
     def evaluation_step(self, batch, training=False):
         out = super().evaluation_step(batch, training=training)

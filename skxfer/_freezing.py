@@ -1,0 +1,97 @@
+"""Freeze specs, unfreezing, backbone learning rates, BatchNorm policy and L2-SP."""
+
+from fnmatch import fnmatch
+
+from torch import nn
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def backbone_blocks(backbone):
+    """The backbone's blocks in the order it computes them: ``[(name, module)]``.
+
+    A block is a direct child that holds parameters; single wrappers (a
+    ``Sequential`` of one trainable child, a layer tap around a model) are
+    looked through, so a torchvision ResNet gives conv1, bn1, layer1..layer4.
+    """
+    prefix, module = "", backbone
+    while True:
+        children = [
+            (name, child)
+            for name, child in module.named_children()
+            if any(True for _ in child.parameters())
+        ]
+        if len(children) == 1:
+            name, module = children[0]
+            prefix = f"{prefix}{name}."
+            continue
+        return [(f"{prefix}{name}", child) for name, child in children]
+
+
+def frozen_parameter_names(freeze, backbone):
+    """Names (relative to the backbone) of the parameters ``freeze`` freezes."""
+    names = [name for name, _ in backbone.named_parameters()]
+    if freeze is True:
+        return names
+    if freeze is False:
+        return []
+    if isinstance(freeze, int):
+        blocks = backbone_blocks(backbone)
+        if freeze > len(blocks):
+            raise ValueError(
+                f"freeze={freeze} asks for more blocks than the backbone has "
+                f"({len(blocks)}: {[b for b, _ in blocks]}). Use an int <= "
+                f"{len(blocks)}, True for all of it, or a list of name patterns."
+            )
+        chosen = [name for name, _ in blocks[:freeze]]
+        return [n for n in names if any(n.startswith(c + ".") for c in chosen)]
+    frozen = []
+    for pattern in freeze:
+        hits = [n for n in names if fnmatch(n, pattern)]
+        if not hits:
+            raise ValueError(
+                f"freeze pattern {pattern!r} matches no parameter of the backbone. "
+                f"Its parameters are named like {names[:4]}."
+            )
+        frozen.extend(h for h in hits if h not in frozen)
+    return frozen
+
+
+def set_batchnorm_mode(module, bn_mode):
+    """After ``module.train()``: BatchNorm layers that must not update go to eval.
+
+    A BatchNorm layer whose parameters are all frozen keeps its running
+    statistics (eval mode); with ``bn_mode='frozen'`` every BatchNorm layer of
+    the backbone does.
+    """
+    backbone = getattr(module, "backbone", None)
+    if backbone is None:
+        return
+    for child in backbone.modules():
+        if isinstance(child, _BN):
+            params = list(child.parameters())
+            frozen = bool(params) and not any(p.requires_grad for p in params)
+            if bn_mode == "frozen" or frozen:
+                child.eval()
+
+
+def l2_sp_penalty(module):
+    """Sum of squared distances of backbone weights from their pretrained values."""
+    total = None
+    reference = module.sp_reference
+    for name, param in module.backbone.named_parameters():
+        if not param.requires_grad:
+            continue
+        ref = getattr(reference, name.replace(".", "__"))
+        term = (param - ref).pow(2).sum()
+        total = term if total is None else total + term
+    return total
+
+
+def store_reference(module):
+    """Keep a copy of the backbone's starting weights as buffers (for L2-SP)."""
+    holder = nn.Module()
+    for name, param in module.backbone.named_parameters():
+        holder.register_buffer(name.replace(".", "__"), param.detach().clone())
+    module.sp_reference = holder
+
