@@ -236,13 +236,26 @@ def copy_module(module):
     return copy.deepcopy(module)
 
 
+def unwrap_source(obj):
+    """The estimator inside ``sklearn.frozen.FrozenEstimator``; else ``obj``.
+
+    A value in a ``GridSearchCV`` grid is cloned, which would reset a fitted
+    source network; ``FrozenEstimator(source)`` survives that.
+    """
+    if type(obj).__name__ == "FrozenEstimator" and hasattr(obj, "estimator"):
+        return obj.estimator
+    return obj
+
+
 def is_fitted_source(obj):
     """A fitted skxfer MLP estimator (duck-typed: lower modules never import it)."""
-    return getattr(obj, "_skxfer_network", False) and hasattr(obj, "net_")
+    obj = unwrap_source(obj)
+    return bool(getattr(obj, "_skxfer_network", False)) and hasattr(obj, "net_")
 
 
 def is_unfitted_source(obj):
-    return getattr(obj, "_skxfer_network", False) and not hasattr(obj, "net_")
+    obj = unwrap_source(obj)
+    return bool(getattr(obj, "_skxfer_network", False)) and not hasattr(obj, "net_")
 
 
 def source_backbone(source):
@@ -254,6 +267,7 @@ def source_backbone(source):
     images); and the fitted extractor that preprocesses images (None for
     tables).
     """
+    source = unwrap_source(source)
     module = source.module_
     if hasattr(module, "backbone"):  # a TransferNet: backbone + MLP head
         body = nn.Sequential(

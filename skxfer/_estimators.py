@@ -146,7 +146,8 @@ _COMMON_SPEC = {
     "backbone": (
         lambda v: v is None
         or isinstance(v, (str, nn.Module, PretrainedFeatureExtractor, os.PathLike))
-        or getattr(v, "_skxfer_network", False),
+        or is_fitted_source(v)
+        or is_unfitted_source(v),
         "None, a torchvision model name, a PretrainedFeatureExtractor, a fitted "
         "TransferMLPClassifier/TransferMLPRegressor, a torch.nn.Module or the "
         "path of a network saved with save_network",
@@ -350,8 +351,9 @@ class _BaseTransferMLP(BaseEstimator):
         if is_unfitted_source(backbone):
             raise ValueError(
                 f"backbone is an unfitted {type(backbone).__name__}. Fit it on the "
-                "source task first; a fitted one stays fitted under clone and "
-                "GridSearchCV."
+                "source task first. (As backbone=source, a fitted one stays fitted "
+                "under clone; as a value in a GridSearchCV grid it is cloned: "
+                "pass sklearn.frozen.FrozenEstimator(source) there.)"
             )
         if is_saved_network(backbone):
             module, n_in = load_network(backbone)

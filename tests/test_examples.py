@@ -1,0 +1,19 @@
+"""Every script in examples/ runs, in a small configuration."""
+
+import importlib.util
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_transfer_digits_example(capsys):
+    results = load("transfer_digits").main(["--seeds", "1", "--epochs", "60"])
+    assert set(results) == {"scratch", "frozen", "LP-FT"}
+    assert "odd vs even" in capsys.readouterr().out
