@@ -17,3 +17,9 @@ def test_transfer_digits_example(capsys):
     results = load("transfer_digits").main(["--seeds", "1", "--epochs", "60"])
     assert set(results) == {"scratch", "frozen", "LP-FT"}
     assert "odd vs even" in capsys.readouterr().out
+
+
+def test_transfer_cnn_digits_example(capsys):
+    results = load("transfer_cnn_digits").main(["--seeds", "1", "--epochs", "30"])
+    assert set(results) == {"scratch", "frozen", "LP-FT"}
+    assert "from 8x8 images" in capsys.readouterr().out
