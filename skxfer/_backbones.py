@@ -30,12 +30,17 @@ def classification_models():
     return tv.models.list_models(module=tv.models)
 
 
+def did_you_mean(name, names, cutoff=0.6):
+    """" Did you mean 'a', 'b'?" for the closest of ``names``, or ''."""
+    close = difflib.get_close_matches(name, names, n=3, cutoff=cutoff)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def check_model_name(name):
     names = classification_models()
     if name in names:
         return
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(name, names)
     raise ValueError(
         f"Unknown model {name!r}.{hint} Any name in "
         "torchvision.models.list_models(module=torchvision.models) works, or pass "
@@ -223,8 +228,7 @@ def check_layer(model, layer):
     names = [n for n, _ in model.named_modules() if n]
     if layer in names:
         return
-    close = difflib.get_close_matches(layer, names, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(layer, names, cutoff=0.5)
     raise ValueError(
         f"layer={layer!r} names no module of the model.{hint} The names are those "
         f"of model.named_modules(), e.g. {names[:6]}."

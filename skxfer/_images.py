@@ -182,6 +182,15 @@ def pil_to_tensor(img):
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
+def preprocess(x, transform):
+    """Apply ``transform``; without one, scale uint8 to [0, 1] floats."""
+    if transform is not None:
+        return transform(x)
+    if x.dtype == torch.uint8:
+        return x.float() / 255
+    return x
+
+
 class ImageList(Dataset):
     """A list of images decoded (and transformed) one at a time."""
 
@@ -194,12 +203,7 @@ class ImageList(Dataset):
         return len(self.items)
 
     def __getitem__(self, i):
-        x = load_image(self.items[i], i, self.channels)
-        if self.transform is not None:
-            x = self.transform(x)
-        elif x.dtype == torch.uint8:
-            x = x.float() / 255
-        return x
+        return preprocess(load_image(self.items[i], i, self.channels), self.transform)
 
 
 class ArrayBatches(Dataset):
@@ -217,11 +221,7 @@ class ArrayBatches(Dataset):
     def __getitem__(self, i):
         chunk = self.X[i * self.batch_size : (i + 1) * self.batch_size]
         x = match_channels(to_tensor_batch(chunk), self.channels)
-        if self.transform is not None:
-            x = self.transform(x)
-        elif x.dtype == torch.uint8:
-            x = x.float() / 255
-        return x
+        return preprocess(x, self.transform)
 
 
 def stack_images(batch):
