@@ -2,57 +2,153 @@
 
 import argparse
 import sys
-import time
 
 
 def _demo(args):
-    """Train on load_digits and compare with scikit-learn, printing a table."""
-    import warnings
+    """Pretrain on ten digits, transfer to odd vs even; table and PNG."""
+    import os
+
+    from ._demo import format_table, plot_demo, run_demo
+
+    results = run_demo(
+        labels=tuple(args.labels), seeds=args.seeds, device=args.device,
+        epochs=args.epochs,
+    )
+    if not args.no_plot:
+        try:
+            import matplotlib
+        except ImportError:
+            print('(no picture: matplotlib is missing; pip install "skxfer[plot]")')
+            return 0
+        matplotlib.use("Agg")
+        os.makedirs(args.output, exist_ok=True)
+        fig = plot_demo(results)
+        path = os.path.join(args.output, "transfer_demo.png")
+        fig.savefig(path, dpi=120)
+        with open(os.path.join(args.output, "transfer_demo.txt"), "w") as f:
+            f.write(format_table(results) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+def _extractor(args):
+    from ._extract import PretrainedFeatureExtractor
+
+    weights = None if args.weights.lower() == "none" else args.weights
+    return PretrainedFeatureExtractor(
+        args.model, weights=weights, layer=args.layer, batch_size=args.batch_size,
+        num_workers=args.workers, device=args.device, verbose=int(not args.quiet),
+    )
+
+
+def _features(args, paths):
+    ext = _extractor(args)
+    ext.fit(paths[:1])
+    return ext, ext.transform(paths)
+
+
+def _extract(args):
+    """Features of every image of a folder, written with file names (and labels)."""
+    import os
 
     import numpy as np
-    from sklearn.datasets import load_digits
-    from sklearn.exceptions import ConvergenceWarning
+
+    from .datasets import load_image_folder
+
+    paths, labels = load_image_folder(args.folder)
+    print(f"{len(paths)} images in {args.folder}"
+          + (f", {len(set(labels))} classes" if labels else ""), file=sys.stderr)
+    _, feats = _features(args, paths)
+    out = args.output
+    suffix = os.path.splitext(out)[1].lower()
+    if suffix == ".npy":
+        np.save(out, feats)
+        index = os.path.splitext(out)[0] + ".files.csv"
+        with open(index, "w") as f:
+            f.write("file" + (",label" if labels else "") + "\n")
+            for i, path in enumerate(paths):
+                f.write(path + (f",{labels[i]}" if labels else "") + "\n")
+        print(f"wrote {out} {feats.shape} and {index}")
+        return 0
+    import pandas as pd
+
+    df = pd.DataFrame(feats, columns=[f"f{i}" for i in range(feats.shape[1])])
+    df.insert(0, "file", paths)
+    if labels:
+        df.insert(1, "label", labels)
+    if suffix == ".parquet":
+        df.to_parquet(out, index=False)
+    else:
+        df.to_csv(out, index=False)
+    print(f"wrote {out} {feats.shape}")
+    return 0
+
+
+def _cv(args):
+    """Cross-validate a frozen backbone + logistic regression on a class folder."""
+    import joblib
+    import numpy as np
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_score
-    from sklearn.neural_network import MLPClassifier
+    from sklearn.metrics import classification_report, confusion_matrix
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from . import TransferMLPClassifier
+    from .datasets import load_image_folder
 
-    X, y = load_digits(return_X_y=True)
-    methods = {
-        "logistic regression": LogisticRegression(max_iter=1000),
-        "sklearn MLPClassifier (64,)": MLPClassifier(
-            (64,), max_iter=args.epochs, random_state=0
-        ),
-        "skxfer TransferMLPClassifier (64,)": TransferMLPClassifier(
-            (64,), max_epochs=args.epochs, random_state=0, device=args.device
-        ),
-        "  + batch norm + dropout 0.2": TransferMLPClassifier(
-            (64,),
-            batch_norm=True,
-            dropout=0.2,
-            max_epochs=args.epochs,
-            random_state=0,
-            device=args.device,
-        ),
-    }
-    print(
-        f"load_digits: {len(X)} images of 8x8 pixels, 10 classes; "
-        f"{args.cv}-fold cross-validated accuracy, {args.epochs} epochs"
-    )
-    print(f"{'method':38s} {'accuracy':>17s} {'seconds':>8s}")
-    for name, est in methods.items():
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            scores = cross_val_score(make_pipeline(StandardScaler(), est), X, y,
-                                     cv=args.cv)
-        seconds = time.perf_counter() - start
-        print(f"{name:38s} {np.mean(scores):8.3f} ± {np.std(scores):.3f} "
-              f"{seconds:8.1f}")
+    paths, labels = load_image_folder(args.folder)
+    if labels is None or len(set(labels)) < 2:
+        raise ValueError(
+            f"cv needs one sub-folder per class (at least two) in {args.folder!r}; "
+            "found " + ("a flat folder of images." if labels is None else
+                        f"only the class {labels[0]!r}.")
+        )
+    labels = np.array(labels)
+    counts = {c: int((labels == c).sum()) for c in np.unique(labels)}
+    n_splits = min(args.cv, min(counts.values()))
+    if n_splits < 2:
+        raise ValueError(
+            f"cv needs at least 2 images per class; the counts are {counts}."
+        )
+    print(f"{len(paths)} images, classes {counts}; {n_splits}-fold "
+          "cross-validation", file=sys.stderr)
+    # the backbone is frozen: its features do not depend on the fold, so they
+    # are computed once and only the classifier is cross-validated
+    ext, feats = _features(args, paths)
+    head = make_pipeline(StandardScaler(), LogisticRegression(C=args.C,
+                                                              max_iter=5000))
+    cv = StratifiedKFold(n_splits, shuffle=True, random_state=0)
+    pred = cross_val_predict(head, feats, labels, cv=cv)
+    classes = list(counts)
+    print(classification_report(labels, pred, digits=3, zero_division=0))
+    print("confusion matrix (rows: true, columns: predicted)")
+    width = max(len(c) for c in classes) + 2
+    print(" " * width + "".join(f"{c:>{width}s}" for c in classes))
+    for c, row in zip(classes, confusion_matrix(labels, pred, labels=classes),
+                      strict=True):
+        print(f"{c:>{width}s}" + "".join(f"{v:>{width}d}" for v in row))
+    print(f"accuracy {np.mean(pred == labels):.3f}")
+    if args.save:
+        head.fit(feats, labels)
+        model = make_pipeline(ext.set_params(verbose=0), *[s for _, s in head.steps])
+        joblib.dump(model, args.save)
+        print(f"saved the fitted pipeline to {args.save} (joblib.load it; "
+              "model.predict(list_of_image_paths))")
     return 0
+
+
+def _add_model_options(parser):
+    parser.add_argument("folder", help="images: one sub-folder per class, or flat")
+    parser.add_argument("--model", default="resnet18",
+                        help="a torchvision model name (default: resnet18)")
+    parser.add_argument("--weights", default="DEFAULT",
+                        help="DEFAULT, a weights name, a local .pth file or none")
+    parser.add_argument("--layer", default=None,
+                        help="read this module's output (default: before the head)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser():
@@ -61,17 +157,55 @@ def build_parser():
         description="Transfer learning for scikit-learn users.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="compare skxfer with scikit-learn on digits")
-    demo.add_argument("--epochs", type=int, default=50)
-    demo.add_argument("--cv", type=int, default=5)
+    demo = sub.add_parser(
+        "demo",
+        help="transfer learning vs training from scratch, offline, on digits",
+        description="Pretrain on the ten digits of one half of load_digits, then "
+        "learn odd vs even on the unseen half from few labels: scratch vs "
+        "transferred (frozen, LP-FT), MLP and CNN routes. Prints a table and "
+        "writes OUTPUT/transfer_demo.png.",
+    )
+    demo.add_argument("--labels", type=int, nargs="+", default=[5, 10, 20, 50],
+                      help="labelled images per class (default: 5 10 20 50)")
+    demo.add_argument("--seeds", type=int, default=5,
+                      help="random draws of the labelled images (default: 5)")
+    demo.add_argument("--epochs", type=int, default=150)
     demo.add_argument("--device", default="auto")
+    demo.add_argument("--output", default="skxfer-demo",
+                      help="folder for the PNG and the table (default: skxfer-demo)")
+    demo.add_argument("--no-plot", action="store_true",
+                      help="print the table only (no matplotlib needed)")
     demo.set_defaults(func=_demo)
+
+    extract = sub.add_parser(
+        "extract", help="features of a folder of images, to .npy/.parquet/.csv")
+    _add_model_options(extract)
+    extract.add_argument("--output", "-o", default="features.npy",
+                         help="features.npy (+ features.files.csv), .parquet or "
+                         ".csv (default: features.npy)")
+    extract.set_defaults(func=_extract)
+
+    cv = sub.add_parser(
+        "cv", help="cross-validate a frozen backbone + logistic regression on a "
+        "folder of class sub-folders")
+    _add_model_options(cv)
+    cv.add_argument("--cv", type=int, default=5, help="folds (default: 5)")
+    cv.add_argument("--C", type=float, default=1.0,
+                    help="inverse regularisation of the logistic regression")
+    cv.add_argument("--save", default=None,
+                    help="save the fitted pipeline here with joblib")
+    cv.set_defaults(func=_cv)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, OSError, ImportError) as err:
+        # what a user can fix (a folder, a file, a name, the network): one line
+        print(f"skxfer {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

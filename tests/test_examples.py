@@ -23,3 +23,14 @@ def test_transfer_cnn_digits_example(capsys):
     results = load("transfer_cnn_digits").main(["--seeds", "1", "--epochs", "30"])
     assert set(results) == {"scratch", "frozen", "LP-FT"}
     assert "from 8x8 images" in capsys.readouterr().out
+
+
+def test_extract_pipeline_example(capsys):
+    scores = load("extract_pipeline").main(["--epochs", "10"])
+    assert scores["pretrained features + LR"] > scores["raw pixels + LR"]
+
+
+def test_grid_search_freezing_example(capsys):
+    grid = load("grid_search_freezing").main(["--epochs", "10"])
+    assert len(grid.cv_results_["params"]) == 3 * 2 * 2 + 1
+    assert "held-out accuracy" in capsys.readouterr().out

@@ -1,0 +1,77 @@
+"""Plots of fitted skxfer estimators (needs matplotlib: ``pip install "skxfer[plot]"``).
+
+Examples
+--------
+>>> import matplotlib
+>>> matplotlib.use("Agg")
+>>> from sklearn.datasets import load_digits
+>>> from skxfer import TransferMLPClassifier
+>>> from skxfer.plotting import plot_history
+>>> X, y = load_digits(return_X_y=True)
+>>> clf = TransferMLPClassifier((32,), max_epochs=20, early_stopping=True,
+...                             random_state=0).fit(X / 16, y)
+>>> ax = plot_history(clf)
+>>> [line.get_label() for line in ax.get_lines()]
+['training loss', 'validation loss']
+"""
+
+
+def _pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            'Plotting needs matplotlib: pip install "skxfer[plot]"'
+        ) from err
+    return plt
+
+
+def plot_history(estimator, ax=None):
+    """Training (and validation) loss per epoch of a fitted MLP estimator.
+
+    A dotted vertical line marks the epoch after which frozen backbone layers
+    were released (``unfreeze_at``), and a dot the best validation epoch whose
+    weights early stopping kept.
+
+    Parameters
+    ----------
+    estimator : TransferMLPClassifier or TransferMLPRegressor
+        A fitted estimator (or a pipeline ending in one).
+    ax : matplotlib Axes, default=None
+        Where to draw; a new figure when None.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+        The axes drawn on.
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    if hasattr(estimator, "steps"):  # a Pipeline: its final estimator
+        estimator = estimator.steps[-1][1]
+    check_is_fitted(estimator)
+    if not hasattr(estimator, "loss_curve_"):
+        raise TypeError(
+            f"plot_history needs a fitted TransferMLPClassifier or "
+            f"TransferMLPRegressor; got {type(estimator).__name__}."
+        )
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    epochs = range(1, len(estimator.loss_curve_) + 1)
+    ax.plot(epochs, estimator.loss_curve_, label="training loss")
+    valid = estimator.validation_loss_curve_
+    if valid is not None:
+        ax.plot(epochs, valid, label="validation loss")
+        best = min(range(len(valid)), key=lambda i: valid[i])
+        ax.scatter([best + 1], [valid[best]], color="black", zorder=3,
+                   label="best validation epoch")
+    unfreeze = getattr(estimator, "unfreeze_at", None)
+    if getattr(estimator, "backbone", None) is not None and unfreeze is not None:
+        ax.axvline(unfreeze + 0.5, linestyle=":", color="gray",
+                   label=f"backbone unfrozen after epoch {unfreeze}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{type(estimator).__name__} training history")
+    ax.legend()
+    return ax
