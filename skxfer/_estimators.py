@@ -36,6 +36,7 @@ from ._freezing import frozen_parameter_names, store_reference
 from ._mlp import ACTIVATIONS, INITS, MLP, TransferNet
 from ._net import (
     INFERENCE_BATCH_SIZE,
+    BatchIterator,
     SkxferNet,
     TensorData,
     ValidSplit,
@@ -236,9 +237,10 @@ class _BaseTransferMLP(BaseEstimator):
 
     def _build_module(self, n_features, n_outputs):
         backbone = getattr(self, "_backbone_module", None)
-        width = self._backbone_width if backbone is not None else n_features
+        if self._features_cached:
+            backbone = None  # trained on the backbone's features: the head only
         head = MLP(
-            width,
+            n_features,
             self._hidden_sizes(),
             n_outputs,
             activation=self.activation,
@@ -256,7 +258,7 @@ class _BaseTransferMLP(BaseEstimator):
         return module
 
     def _freeze_callbacks(self):
-        if getattr(self, "_backbone_module", None) is None:
+        if getattr(self, "_backbone_module", None) is None or self._features_cached:
             return []
         names = frozen_parameter_names(self.freeze, self._backbone_module)
         if not names:
@@ -305,7 +307,7 @@ class _BaseTransferMLP(BaseEstimator):
                 stratified=isinstance(self, ClassifierMixin),
                 random_state=seed,
             )
-        if getattr(self, "_backbone_module", None) is not None:
+        if self.backbone is not None and not self._features_cached:
             opt_kwargs["param_groups"] = [
                 ("backbone.*", {"lr": self.lr * self.backbone_lr_factor})
             ]
@@ -313,6 +315,7 @@ class _BaseTransferMLP(BaseEstimator):
             module=self._build_module(n_features, n_outputs),
             bn_mode=self.bn_mode,
             l2_sp=self.l2_sp if self.backbone is not None else 0.0,
+            # the skorch module: the head alone when features are cached
             criterion=self._criterion,
             optimizer=opt_cls,
             lr=self.lr,
@@ -392,6 +395,15 @@ class _BaseTransferMLP(BaseEstimator):
 
     def _fit_inputs(self, X, y, reset, device):
         """Validated training inputs (an array, or preprocessed image tensors)."""
+        if reset:
+            # A wholly frozen backbone that is never released computes the same
+            # features every epoch: compute them once and train the head on
+            # them (same model, one backbone pass instead of one per epoch).
+            self._features_cached = (
+                self.backbone is not None
+                and self.freeze is True
+                and self.unfreeze_at is None
+            )
         if self.backbone is None:
             return self._validate_X_y(X, y, reset=reset)
         if reset:
@@ -432,6 +444,8 @@ class _BaseTransferMLP(BaseEstimator):
             net = None
         X, y = self._fit_inputs(X, y, reset=not incremental, device=device)
         y_train, n_outputs = self._encode_targets(y, incremental, classes)
+        if self._features_cached:
+            X = self._embed(X, device)
         if isinstance(X, TensorData):
             X = TensorData(X.X, torch.as_tensor(y_train))
             if str(device) != "cpu":
@@ -440,7 +454,10 @@ class _BaseTransferMLP(BaseEstimator):
         seed = int(rng.randint(np.iinfo(np.int32).max))
         with seeded(seed, device):
             if net is None:
-                n_features = X.X.shape[1] if isinstance(X, TensorData) else X.shape[1]
+                n_features = (
+                    self._backbone_width if self.backbone is not None
+                    else X.shape[1]
+                )
                 net = self._build_net(n_features, n_outputs, seed, device)
                 net.initialize()
             else:
@@ -469,12 +486,24 @@ class _BaseTransferMLP(BaseEstimator):
 
     # ---- inference ------------------------------------------------------------
 
+    def _embed(self, X, device):
+        """The frozen backbone's features of ``X`` (an array or TensorData)."""
+        backbone = self._backbone_module.to(device).eval()
+        data = X if isinstance(X, TensorData) else TensorData(torch.as_tensor(X))
+        outputs = []
+        with torch.inference_mode():
+            for batch in BatchIterator(data, INFERENCE_BATCH_SIZE, device=device):
+                outputs.append(backbone(batch[0])[: batch.n].float().cpu())
+        return torch.cat(outputs).numpy()
+
     def _forward(self, X):
         check_is_fitted(self)
         if getattr(self, "extractor_", None) is not None:
             X = TensorData(self.extractor_.preprocess(X))
         else:
             X = validate_data(self, X, dtype=np.float32, reset=False)
+        if self._features_cached:
+            X = self._embed(X, self.device_)
         with torch.inference_mode():
             return self.net_.forward(X)
 
@@ -505,12 +534,15 @@ class _BaseTransferMLP(BaseEstimator):
 
     @property
     def module_(self):
-        """The trained torch module (``net_.module_``)."""
+        """The trained torch module: backbone and head, or the MLP alone."""
         if not hasattr(self, "net_"):
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet; "
                 "call 'fit' first."
             )
+        if self._features_cached:
+            # skorch trained the head on cached features; put them back together
+            return TransferNet(self._backbone_module, self.net_.module_).eval()
         return self.net_.module_
 
     @property
@@ -638,7 +670,9 @@ _DOC_COMMON_ATTRIBUTES = """
     net_ : skorch.NeuralNet
         The fitted skorch net, for power users (history, callbacks, ``save_params``).
     module_ : torch.nn.Module
-        The trained network (``net_.module_``).
+        The trained network: the MLP, or ``backbone`` + ``head`` (a wholly
+        frozen backbone is run once to cache its features, and skorch's
+        ``net_`` then trains the head alone).
     history_ : skorch.History
         skorch's training history (``net_.history``).
     extractor_ : PretrainedFeatureExtractor or None

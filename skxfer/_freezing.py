@@ -57,15 +57,19 @@ def frozen_parameter_names(freeze, backbone):
     return frozen
 
 
-def set_batchnorm_mode(module, bn_mode):
-    """After ``module.train()``: BatchNorm layers that must not update go to eval.
+def set_backbone_mode(module, bn_mode):
+    """After ``module.train()``: the parts of the backbone that must not change.
 
-    A BatchNorm layer whose parameters are all frozen keeps its running
-    statistics (eval mode); with ``bn_mode='frozen'`` every BatchNorm layer of
-    the backbone does.
+    A wholly frozen backbone runs in eval mode (no dropout, BatchNorm keeps its
+    statistics): it is a fixed feature extractor. Otherwise a BatchNorm layer
+    whose parameters are all frozen keeps its running statistics; with
+    ``bn_mode='frozen'`` every BatchNorm layer of the backbone does.
     """
     backbone = getattr(module, "backbone", None)
     if backbone is None:
+        return
+    if not any(p.requires_grad for p in backbone.parameters()):
+        backbone.eval()
         return
     for child in backbone.modules():
         if isinstance(child, _BN):

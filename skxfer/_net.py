@@ -16,7 +16,7 @@ import torch
 from skorch import NeuralNet
 from torch.utils.data import Dataset
 
-from ._freezing import l2_sp_penalty, set_batchnorm_mode
+from ._freezing import l2_sp_penalty, set_backbone_mode
 
 # arrays up to this size are moved to the GPU once, instead of batch by batch
 _DEVICE_RESIDENT_BYTES = 1 << 30
@@ -190,7 +190,7 @@ class SkxferNet(NeuralNet):
             return
         super()._set_training(training)
         if training and has_backbone:
-            set_batchnorm_mode(module, self.bn_mode)
+            set_backbone_mode(module, self.bn_mode)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         loss = super().get_loss(y_pred, y_true, X=X, training=training)

@@ -263,24 +263,22 @@ def test_image_backbone_transfers_to_a_new_task(digit_images):
     assert means["lpft"] > means["scratch"] + 0.03, means
 
 
-_STARTS = []
-
-
-class _RecordStart(Callback):
-    def on_train_begin(self, net, **kwargs):
-        _STARTS.append(net.module_.backbone[0].linear.weight.detach().clone())
-
-
 def test_grid_search_starts_every_candidate_from_the_pretrained_weights(
-    source, halves
+    source, halves, monkeypatch
 ):
     _, X, _, y = halves
     task = y % 2
     labelled, _ = few_labels(task, 30, 0)
-    _STARTS.clear()
+    starts = []
+    build = TransferMLPClassifier._build_module
+
+    def recording_build(self, n_features, n_outputs):
+        starts.append(self._backbone_module[0].linear.weight.detach().clone())
+        return build(self, n_features, n_outputs)
+
+    monkeypatch.setattr(TransferMLPClassifier, "_build_module", recording_build)
     grid = GridSearchCV(
-        TransferMLPClassifier(backbone=source, max_epochs=3,
-                              callbacks=[_RecordStart()], **KW),
+        TransferMLPClassifier(backbone=source, max_epochs=3, **KW),
         {
             "freeze": [True, 1, False],
             "unfreeze_at": [None, 1],
@@ -288,10 +286,11 @@ def test_grid_search_starts_every_candidate_from_the_pretrained_weights(
             "hidden_layer_sizes": [(), (16,)],
         },
         cv=2,
+        error_score="raise",
     ).fit(X[labelled], task[labelled])
-    assert len(_STARTS) == 3 * 2 * 2 * 2 * 2 + 1
+    assert len(starts) == 3 * 2 * 2 * 2 * 2 + 1
     pretrained = source.module_.hidden[0].linear.weight
-    assert all(torch.equal(w, pretrained) for w in _STARTS)
+    assert all(torch.equal(w, pretrained) for w in starts)
     assert grid.best_estimator_.backbone is source
 
 
@@ -351,3 +350,34 @@ def test_regressor_with_a_module_backbone(halves):
     assert reg.predict(X[:3]).shape == (3,)
     assert reg.module_.backbone[0][0].in_features == 64
     assert not torch.equal(reg.module_.backbone[0][0].weight, body[0].weight)
+
+
+class _CountingBody(nn.Module):
+    """A backbone that counts the samples it has seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(64, 16)
+        self.seen = 0
+
+    def forward(self, x):
+        self.seen += len(x)
+        return torch.relu(self.linear(x))
+
+
+def test_frozen_backbone_features_are_computed_once(halves):
+    _, X, _, y = halves
+    X, y = X[:200], y[:200]
+    body = _CountingBody()  # each estimator trains a copy
+    cached = TransferMLPClassifier((8,), backbone=body, freeze=True,
+                                   max_epochs=10, **KW).fit(X, y)
+    # one pass over the training data (padded to a whole inference batch)
+    assert cached.module_.backbone[0].seen <= 256 + 2  # + two probes at fit
+    # the same model as freezing every parameter by pattern, which runs the
+    # backbone every epoch
+    every_epoch = TransferMLPClassifier((8,), backbone=body,
+                                        freeze=["*"], max_epochs=10, **KW).fit(X, y)
+    assert every_epoch.module_.backbone[0].seen >= 10 * 200
+    np.testing.assert_allclose(cached.predict_proba(X), every_epoch.predict_proba(X),
+                               atol=1e-4)
+    assert isinstance(cached.module_.head.output, nn.Linear)
