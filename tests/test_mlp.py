@@ -302,8 +302,11 @@ def test_model_saved_on_cuda_loads_on_cpu(blobs):
     expected = clf.predict_proba(X)
     clf.net_.device = "cuda"
     payload = pickle.dumps(clf)
-    with pytest.warns(Warning, match="no CUDA devices are available"):
+    with pytest.warns(Warning) as caught:
         loaded = pickle.loads(payload)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "no CUDA devices are available" in messages
+    assert "Setting self.device = cpu" in messages
     assert str(loaded.net_.device) == "cpu"
     np.testing.assert_allclose(loaded.predict_proba(X), expected)
 
