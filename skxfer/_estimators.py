@@ -32,7 +32,11 @@ from ._backbones import (
 )
 from ._device import device_is_valid, resolve_device
 from ._extract import PretrainedFeatureExtractor
-from ._freezing import frozen_parameter_names, store_reference
+from ._freezing import (
+    backbone_param_groups,
+    frozen_parameter_names,
+    store_reference,
+)
 from ._mlp import ACTIVATIONS, INITS, MLP, TransferNet
 from ._net import (
     INFERENCE_BATCH_SIZE,
@@ -165,6 +169,10 @@ _COMMON_SPEC = {
         "None or an int >= 1 (the epoch after which frozen layers train)",
     ),
     "backbone_lr_factor": (is_real(0, low_open=True), "a float > 0"),
+    "backbone_lr_decay": (
+        is_real(0, 1, low_open=True),
+        "a float in the range (0, 1]",
+    ),
     "l2_sp": (is_real(0), "a float >= 0"),
     "bn_mode": (one_of("train", "frozen"), "'train' or 'frozen'"),
 }
@@ -308,9 +316,11 @@ class _BaseTransferMLP(BaseEstimator):
                 random_state=seed,
             )
         if self.backbone is not None and not self._features_cached:
-            opt_kwargs["param_groups"] = [
-                ("backbone.*", {"lr": self.lr * self.backbone_lr_factor})
-            ]
+            opt_kwargs["param_groups"] = backbone_param_groups(
+                self._backbone_module,
+                self.lr * self.backbone_lr_factor,
+                self.backbone_lr_decay,
+            )
         net = SkxferNet(
             module=self._build_module(n_features, n_outputs),
             bn_mode=self.bn_mode,
@@ -643,6 +653,11 @@ _DOC_COMMON_PARAMS = """
     backbone_lr_factor : float, default=1.0
         The backbone's learning rate as a fraction of ``lr`` (e.g. 0.1), so
         pretrained weights move less than the new head.
+    backbone_lr_decay : float, default=1.0
+        Discriminative fine-tuning (Howard & Ruder, 2018): each backbone block
+        gets this fraction of the learning rate of the block above it (its
+        top block gets ``lr * backbone_lr_factor``); e.g. 1/2.6. 1.0: one rate
+        for the whole backbone.
     l2_sp : float, default=0.0
         L2-SP strength: adds ``l2_sp / 2 * ||w - w_pretrained||^2`` over the
         trainable backbone weights to the loss, pulling them toward their
@@ -760,6 +775,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         freeze=True,
         unfreeze_at=None,
         backbone_lr_factor=1.0,
+        backbone_lr_decay=1.0,
         l2_sp=0.0,
         bn_mode="train",
     ):
@@ -790,6 +806,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         self.freeze = freeze
         self.unfreeze_at = unfreeze_at
         self.backbone_lr_factor = backbone_lr_factor
+        self.backbone_lr_decay = backbone_lr_decay
         self.l2_sp = l2_sp
         self.bn_mode = bn_mode
 
@@ -1022,6 +1039,7 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         freeze=True,
         unfreeze_at=None,
         backbone_lr_factor=1.0,
+        backbone_lr_decay=1.0,
         l2_sp=0.0,
         bn_mode="train",
     ):
@@ -1051,6 +1069,7 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         self.freeze = freeze
         self.unfreeze_at = unfreeze_at
         self.backbone_lr_factor = backbone_lr_factor
+        self.backbone_lr_decay = backbone_lr_decay
         self.l2_sp = l2_sp
         self.bn_mode = bn_mode
 

@@ -99,3 +99,21 @@ def store_reference(module):
         holder.register_buffer(name.replace(".", "__"), param.detach().clone())
     module.sp_reference = holder
 
+
+
+def backbone_param_groups(backbone, lr, decay=1.0):
+    """skorch ``optimizer__param_groups`` giving the backbone its learning rates.
+
+    With ``decay < 1`` each block (see :func:`backbone_blocks`) gets ``decay``
+    times the rate of the block above it; the top block gets ``lr``.
+    Parameters outside any block share the lowest rate.
+    """
+    if decay == 1.0:
+        return [("backbone.*", {"lr": lr})]
+    blocks = [name for name, _ in backbone_blocks(backbone)]
+    groups = [
+        (f"backbone.{name}.*", {"lr": lr * decay ** (len(blocks) - 1 - i)})
+        for i, name in enumerate(blocks)
+    ]
+    groups.append(("backbone.*", {"lr": lr * decay ** max(len(blocks) - 1, 0)}))
+    return groups

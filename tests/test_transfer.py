@@ -381,3 +381,15 @@ def test_frozen_backbone_features_are_computed_once(halves):
     np.testing.assert_allclose(cached.predict_proba(X), every_epoch.predict_proba(X),
                                atol=1e-4)
     assert isinstance(cached.module_.head.output, nn.Linear)
+
+
+def test_layerwise_learning_rate_decay(source, halves):
+    _, X, _, y = halves
+    clf = TransferMLPClassifier(
+        (8,), backbone=source, freeze=False, lr=0.01, backbone_lr_factor=0.5,
+        backbone_lr_decay=0.1, max_epochs=1, **KW,
+    ).fit(X[:100], y[:100])
+    groups = clf.net_.optimizer_.param_groups
+    # hidden.0 (lower) gets a tenth of hidden.1 (upper), which gets half of lr
+    assert [g["lr"] for g in groups] == pytest.approx([0.0005, 0.005, 0.01])
+    assert [len(g["params"]) for g in groups] == [2, 2, 2 + 2]
