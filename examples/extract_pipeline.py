@@ -13,14 +13,12 @@ Run: ``python examples/extract_pipeline.py``.
 import argparse
 from collections import OrderedDict
 
-import numpy as np
-from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from torch import nn
 
 from skxfer import PretrainedFeatureExtractor, TransferMLPClassifier
+from skxfer.datasets import load_digits_transfer, sample_per_class
 
 
 def main(argv=None):
@@ -29,11 +27,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args(argv)
 
-    X, y = load_digits(return_X_y=True)
-    images = (X / 16.0).reshape(-1, 8, 8).astype(np.float32)
-    src_X, tgt_X, src_y, tgt_y = train_test_split(
-        images, y, test_size=0.5, random_state=0, stratify=y
-    )
+    src_X, src_y, tgt_X, task = load_digits_transfer(images=True)
     cnn = nn.Sequential(OrderedDict(
         conv=nn.Conv2d(1, 16, 3, padding=1), relu=nn.ReLU(),
         conv2=nn.Conv2d(16, 32, 3, padding=1), relu2=nn.ReLU(),
@@ -44,13 +38,7 @@ def main(argv=None):
         batch_size=64, random_state=0,
     ).fit(src_X, src_y)
 
-    task = tgt_y % 2
-    rng = np.random.RandomState(0)
-    labelled = np.concatenate([
-        rng.choice(np.flatnonzero(task == c), args.labels, replace=False)
-        for c in (0, 1)
-    ])
-    rest = np.setdiff1d(np.arange(len(task)), labelled)
+    labelled, rest = sample_per_class(task, args.labels, random_state=0)
     pipe = make_pipeline(
         PretrainedFeatureExtractor(pretrained, weights=None),
         LogisticRegression(max_iter=2000),

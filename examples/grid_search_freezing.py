@@ -9,12 +9,11 @@ its pretrained weights. Run: ``python examples/grid_search_freezing.py``.
 
 import argparse
 
-import numpy as np
-from sklearn.datasets import load_digits
 from sklearn.frozen import FrozenEstimator
-from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.model_selection import GridSearchCV
 
 from skxfer import TransferMLPClassifier
+from skxfer.datasets import load_digits_transfer, sample_per_class
 
 
 def main(argv=None):
@@ -23,20 +22,11 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=60)
     args = parser.parse_args(argv)
 
-    X, y = load_digits(return_X_y=True)
-    src_X, tgt_X, src_y, tgt_y = train_test_split(
-        X / 16.0, y, test_size=0.5, random_state=0, stratify=y
-    )
+    src_X, src_y, tgt_X, task = load_digits_transfer(images=False)
     source = TransferMLPClassifier(
         (128, 64), max_epochs=60, lr=3e-3, batch_size=64, random_state=0
     ).fit(src_X, src_y)
-    task = tgt_y % 2
-    rng = np.random.RandomState(0)
-    labelled = np.concatenate([
-        rng.choice(np.flatnonzero(task == c), args.labels, replace=False)
-        for c in (0, 1)
-    ])
-    rest = np.setdiff1d(np.arange(len(task)), labelled)
+    labelled, rest = sample_per_class(task, args.labels, random_state=0)
     grid = GridSearchCV(
         TransferMLPClassifier((), lr=0.01, max_epochs=args.epochs, weight_decay=0.1,
                               random_state=0),

@@ -13,11 +13,10 @@ import argparse
 from collections import OrderedDict
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from skxfer import TransferMLPClassifier
+from skxfer.datasets import load_digits_transfer, sample_per_class
 
 
 def small_cnn():
@@ -38,24 +37,14 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=150)
     args = parser.parse_args(argv)
 
-    X, y = load_digits(return_X_y=True)
-    images = (X / 16.0).reshape(-1, 8, 8).astype(np.float32)  # (N, H, W) grayscale
-    src_X, tgt_X, src_y, tgt_y = train_test_split(
-        images, y, test_size=0.5, random_state=0, stratify=y
-    )
+    src_X, src_y, tgt_X, task = load_digits_transfer(images=True)
     pretrained = TransferMLPClassifier(
         (64,), backbone=small_cnn(), freeze=False, lr=0.01, max_epochs=30,
         batch_size=64, random_state=0,
     ).fit(src_X, src_y)
-    task = tgt_y % 2
     results = {"scratch": [], "frozen": [], "LP-FT": []}
     for seed in range(args.seeds):
-        rng = np.random.RandomState(seed)
-        labelled = np.concatenate([
-            rng.choice(np.flatnonzero(task == c), args.labels, replace=False)
-            for c in (0, 1)
-        ])
-        rest = np.setdiff1d(np.arange(len(task)), labelled)
+        labelled, rest = sample_per_class(task, args.labels, random_state=seed)
         common = dict(lr=0.01, max_epochs=args.epochs, random_state=seed)
         models = {
             "scratch": TransferMLPClassifier(

@@ -10,10 +10,9 @@ of the learning rate). Run: ``python examples/transfer_digits.py``.
 import argparse
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from skxfer import TransferMLPClassifier
+from skxfer.datasets import load_digits_transfer, sample_per_class
 
 
 def main(argv=None):
@@ -23,22 +22,13 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=150)
     args = parser.parse_args(argv)
 
-    X, y = load_digits(return_X_y=True)
-    src_X, tgt_X, src_y, tgt_y = train_test_split(
-        X / 16.0, y, test_size=0.5, random_state=0, stratify=y
-    )
+    src_X, src_y, tgt_X, task = load_digits_transfer(images=False)
     source = TransferMLPClassifier(
         (128, 64), max_epochs=60, lr=3e-3, batch_size=64, random_state=0
     ).fit(src_X, src_y)
-    task = tgt_y % 2
     results = {"scratch": [], "frozen": [], "LP-FT": []}
     for seed in range(args.seeds):
-        rng = np.random.RandomState(seed)
-        labelled = np.concatenate([
-            rng.choice(np.flatnonzero(task == c), args.labels, replace=False)
-            for c in (0, 1)
-        ])
-        rest = np.setdiff1d(np.arange(len(task)), labelled)
+        labelled, rest = sample_per_class(task, args.labels, random_state=seed)
         common = dict(lr=0.01, max_epochs=args.epochs, random_state=seed)
         models = {
             "scratch": TransferMLPClassifier((128, 64), **common),

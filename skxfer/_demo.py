@@ -41,23 +41,6 @@ def _cnn(seed=0):
         )
 
 
-def load_demo_data(random_state=0):
-    """Source and target halves of load_digits: ``(src_X, src_y, tgt_X, tgt_y)``.
-
-    ``X`` are 8x8 grayscale images in [0, 1], shape (n, 8, 8), float32; the
-    target labels are already the new task (1 = odd, 0 = even).
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    X, y = load_digits(return_X_y=True)
-    images = (X / 16.0).reshape(-1, 8, 8).astype(np.float32)
-    src_X, tgt_X, src_y, tgt_y = train_test_split(
-        images, y, test_size=0.5, random_state=random_state, stratify=y
-    )
-    return src_X, src_y, tgt_X, tgt_y % 2
-
-
 def pretrain(src_X, src_y, device="auto", epochs=60):
     """The two source networks: an MLP on pixels and a CNN on images."""
     from ._estimators import TransferMLPClassifier
@@ -120,8 +103,10 @@ def run_demo(labels=(5, 10, 20, 50), seeds=5, device="auto", epochs=150,
     """Run the comparison; return ``{method: {labels: [scores per seed]}}``."""
     import torch
 
+    from .datasets import load_digits_transfer, sample_per_class
+
     start = time.perf_counter()
-    src_X, src_y, tgt_X, tgt_y = load_demo_data()
+    src_X, src_y, tgt_X, tgt_y = load_digits_transfer(images=True)
     if verbose:
         print(f"source: {len(src_X)} digit images, 10 classes; target: odd vs "
               f"even on {len(tgt_X)} unseen images, labels per class "
@@ -131,12 +116,7 @@ def run_demo(labels=(5, 10, 20, 50), seeds=5, device="auto", epochs=150,
     results = OrderedDict()
     for n in labels:
         for seed in range(seeds):
-            rng = np.random.RandomState(seed)
-            labelled = np.concatenate(
-                [rng.choice(np.flatnonzero(tgt_y == c), n, replace=False)
-                 for c in (0, 1)]
-            )
-            rest = np.setdiff1d(np.arange(len(tgt_y)), labelled)
+            labelled, rest = sample_per_class(tgt_y, n, random_state=seed)
             for name, (route, est) in methods(mlp, cnn, device, epochs,
                                               seed).items():
                 X = flat if route == TABULAR else tgt_X
