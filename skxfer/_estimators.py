@@ -23,6 +23,7 @@ from sklearn.utils.validation import (
 )
 from skorch.callbacks import Callback, EarlyStopping, Freezer, ProgressBar, Unfreezer
 from torch import nn
+from torch.utils.data import Dataset
 
 from ._backbones import (
     clone_keeping_fitted_sources,
@@ -37,6 +38,7 @@ from ._freezing import (
     frozen_parameter_names,
     store_reference,
 )
+from ._images import Labelled
 from ._mlp import ACTIVATIONS, INITS, MLP, TransferNet
 from ._net import (
     INFERENCE_BATCH_SIZE,
@@ -67,6 +69,9 @@ OPTIMIZERS = {
     "rmsprop": torch.optim.RMSprop,
     "adagrad": torch.optim.Adagrad,
 }
+# preprocessed images up to this size are kept in memory for training;
+# larger collections are decoded batch by batch in every epoch
+_IN_MEMORY_BYTES = 1 << 30
 # optimizers that take a ``momentum`` argument
 _WITH_MOMENTUM = (torch.optim.SGD, torch.optim.RMSprop)
 
@@ -332,6 +337,9 @@ class _BaseTransferMLP(BaseEstimator):
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             iterator_valid__batch_size=INFERENCE_BATCH_SIZE,
+            # used when images stream from their source (skorch's DataLoader)
+            iterator_train__shuffle=True,
+            **self._loader_params(device),
             train_split=train_split,
             callbacks=self._build_callbacks(seed),
             device=device,
@@ -344,6 +352,18 @@ class _BaseTransferMLP(BaseEstimator):
 
     def _criterion_params(self, device):
         return {}
+
+    def _loader_params(self, device):
+        extractor = getattr(self, "extractor_", None)
+        if extractor is None:
+            return {}
+        workers = extractor._workers(n_images=None)
+        pin = str(device).startswith("cuda")
+        return {
+            f"{prefix}__{key}": value
+            for prefix in ("iterator_train", "iterator_valid")
+            for key, value in (("num_workers", workers), ("pin_memory", pin))
+        }
 
     # ---- fitting --------------------------------------------------------------
 
@@ -431,8 +451,9 @@ class _BaseTransferMLP(BaseEstimator):
                     f"X has {X.shape[1]} features, but the backbone was trained on "
                     f"{self._n_in}. Transfer needs the same input features."
                 )
+            if self._features_cached:
+                X = self._embed(TensorData(torch.as_tensor(X)), device)
             return X, y
-        Xt = self.extractor_.preprocess(X)
         classifier = isinstance(self, ClassifierMixin)
         y = check_array(
             y, ensure_2d=False, dtype=None if classifier else "numeric",
@@ -440,8 +461,21 @@ class _BaseTransferMLP(BaseEstimator):
         )
         if classifier:
             y = column_or_1d(y, warn=True)
-        check_consistent_length(Xt, y)
-        return TensorData(Xt), y
+        if self._features_cached:  # stream the images once through the backbone
+            X = self._embed(self.extractor_.iter_preprocessed(X), device)
+            check_consistent_length(X, y)
+            return X, y
+        images = self.extractor_.image_dataset(X)
+        if len(images) != len(y):
+            raise ValueError(
+                "Found input variables with inconsistent numbers of samples: "
+                f"[{len(images)}, {len(y)}]"
+            )
+        nbytes = len(images) * images[0].numel() * 4
+        if nbytes <= _IN_MEMORY_BYTES:
+            # preprocessed once, batched from memory (fast path)
+            return TensorData(self.extractor_.preprocess(X)), y
+        return images, y  # decoded and preprocessed batch by batch, each epoch
 
     def _fit(self, X, y, *, incremental, epochs=None, classes=None):
         self._check_params()
@@ -454,12 +488,13 @@ class _BaseTransferMLP(BaseEstimator):
             net = None
         X, y = self._fit_inputs(X, y, reset=not incremental, device=device)
         y_train, n_outputs = self._encode_targets(y, incremental, classes)
-        if self._features_cached:
-            X = self._embed(X, device)
         if isinstance(X, TensorData):
             X = TensorData(X.X, torch.as_tensor(y_train))
             if str(device) != "cpu":
                 X = X.to(device)
+            y_train = None
+        elif isinstance(X, Dataset):  # images streamed from their source
+            X = Labelled(X, torch.as_tensor(y_train))
             y_train = None
         seed = int(rng.randint(np.iinfo(np.int32).max))
         with seeded(seed, device):
@@ -496,24 +531,39 @@ class _BaseTransferMLP(BaseEstimator):
 
     # ---- inference ------------------------------------------------------------
 
-    def _embed(self, X, device):
-        """The frozen backbone's features of ``X`` (an array or TensorData)."""
-        backbone = self._backbone_module.to(device).eval()
-        data = X if isinstance(X, TensorData) else TensorData(torch.as_tensor(X))
+    def _embed(self, batches, device, module=None):
+        """Run ``module`` (default: the frozen backbone) over ``batches``.
+
+        ``batches`` is a TensorData (batched here, padded so that results do
+        not depend on batch composition) or an iterable of input batches.
+        Returns a float32 array for the backbone, a CPU tensor for a module.
+        """
+        backbone = module if module is not None else self._backbone_module
+        backbone = backbone.to(device).eval()
+        padded = isinstance(batches, TensorData)
+        if padded:
+            batches = BatchIterator(batches, INFERENCE_BATCH_SIZE, device=device)
         outputs = []
         with torch.inference_mode():
-            for batch in BatchIterator(data, INFERENCE_BATCH_SIZE, device=device):
-                outputs.append(backbone(batch[0])[: batch.n].float().cpu())
-        return torch.cat(outputs).numpy()
+            for batch in batches:
+                if padded:
+                    out = backbone(batch[0])[: batch.n]
+                else:
+                    out = backbone(batch.to(device, non_blocking=True))
+                outputs.append(out.float().cpu())
+        out = torch.cat(outputs)
+        return out if module is not None else out.numpy()
 
     def _forward(self, X):
         check_is_fitted(self)
         if getattr(self, "extractor_", None) is not None:
-            X = TensorData(self.extractor_.preprocess(X))
-        else:
-            X = validate_data(self, X, dtype=np.float32, reset=False)
+            # images: streamed batch by batch through the whole network
+            return self._embed(
+                self.extractor_.iter_preprocessed(X), self.device_, self.module_
+            )
+        X = validate_data(self, X, dtype=np.float32, reset=False)
         if self._features_cached:
-            X = self._embed(X, self.device_)
+            X = self._embed(TensorData(torch.as_tensor(X)), self.device_)
         with torch.inference_mode():
             return self.net_.forward(X)
 

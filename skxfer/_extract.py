@@ -29,6 +29,7 @@ from ._backbones import (
 from ._device import device_is_valid, resolve_device
 from ._images import (
     ArrayBatches,
+    ArrayImages,
     ImageList,
     as_image_collection,
     check_array_values,
@@ -316,6 +317,34 @@ class PretrainedFeatureExtractor(
 
     # ---- transforming -----------------------------------------------------------
 
+    def _workers(self, n_images):
+        """DataLoader workers: the parameter, or one per spare core for files."""
+        if self.num_workers is not None:
+            return self.num_workers
+        if n_images is not None and n_images <= self.batch_size:
+            return 0
+        return min(4, max(0, (torch.get_num_threads() or 1) - 1))
+
+    def image_dataset(self, X):
+        """``X`` as a ``Dataset`` of preprocessed images, decoded one at a time.
+
+        Parameters
+        ----------
+        X : images
+            As for :meth:`transform`.
+
+        Returns
+        -------
+        dataset : torch.utils.data.Dataset
+            Item ``i`` is image ``i`` as the network receives it (C, H, W).
+        """
+        check_is_fitted(self)
+        kind, images = as_image_collection(X)
+        if kind == "array":
+            check_array_values(images)
+            return ArrayImages(images, self.preprocessing_, self._channels)
+        return ImageList(images, self.preprocessing_, self._channels)
+
     def _loader(self, X):
         if self._tabular:
             tensor = torch.from_numpy(np.ascontiguousarray(X))
@@ -334,12 +363,9 @@ class PretrainedFeatureExtractor(
             )
         else:
             dataset = ImageList(images, self.preprocessing_, self._channels)
-            workers = self.num_workers
-            if workers is None:
-                workers = min(4, max(0, (torch.get_num_threads() or 1) - 1))
-                workers = 0 if len(images) <= self.batch_size else workers
             loader = DataLoader(
-                dataset, batch_size=self.batch_size, num_workers=workers,
+                dataset, batch_size=self.batch_size,
+                num_workers=self._workers(len(images)),
                 collate_fn=stack_images,
                 pin_memory=self.device_.startswith("cuda"),
             )
@@ -422,8 +448,28 @@ class PretrainedFeatureExtractor(
         if self._tabular:
             X = validate_data(self, X, dtype=np.float32, reset=False)
             return torch.from_numpy(np.ascontiguousarray(X))
+        return torch.cat(list(self.iter_preprocessed(X)))
+
+    def iter_preprocessed(self, X):
+        """Yield ``X`` preprocessed, one float32 batch of ``batch_size`` at a time.
+
+        Decoding overlaps with the caller when ``num_workers`` > 0; memory holds
+        a few batches, not the collection.
+
+        Parameters
+        ----------
+        X : images
+            As for :meth:`transform`.
+
+        Yields
+        ------
+        batch : torch.Tensor of shape (batch_size, C, H, W)
+            Preprocessed images (the last batch may be smaller).
+        """
+        check_is_fitted(self)
         loader, _ = self._loader(X)
-        return torch.cat([batch.float() for batch in loader])
+        for batch in loader:
+            yield batch.float()
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "backbone_")

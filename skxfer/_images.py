@@ -120,6 +120,8 @@ def to_tensor_batch(X):
         X = X.astype(np.uint8) * 255
     elif X.dtype.kind == "f" and X.dtype != np.float32:
         X = X.astype(np.float32)
+    elif not X.flags.writeable:  # a read-only memmap: torch wants its own copy
+        X = X.copy()
     return torch.from_numpy(X)
 
 
@@ -174,7 +176,7 @@ def load_image(item, index, channels):
 def pil_to_tensor(img):
     if img.mode not in ("RGB", "L"):
         img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
-    arr = np.asarray(img)
+    arr = np.array(img)  # a writable copy (asarray of a PIL image is read-only)
     if arr.ndim == 2:
         arr = arr[None]
     else:
@@ -204,6 +206,42 @@ class ImageList(Dataset):
 
     def __getitem__(self, i):
         return preprocess(load_image(self.items[i], i, self.channels), self.transform)
+
+
+class ArrayImages(Dataset):
+    """An in-memory NCHW array, served one transformed image per item."""
+
+    def __init__(self, X, transform=None, channels=None):
+        self.X = X
+        self.transform = transform
+        self.channels = channels
+
+    def __len__(self):
+        return len(self.X)
+
+    def __getitem__(self, i):
+        x = match_channels(to_tensor_batch(self.X[i]), self.channels)
+        return preprocess(x, self.transform)
+
+
+class Labelled(Dataset):
+    """Pairs the items of an image dataset with targets: ``(image, y[i])``."""
+
+    def __init__(self, images, y):
+        self.images = images
+        self.y = y
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.y[i]
+
+    def subset(self, indices):
+        from torch.utils.data import Subset
+
+        indices = [int(i) for i in indices]
+        return Labelled(Subset(self.images, indices), self.y[indices])
 
 
 class ArrayBatches(Dataset):

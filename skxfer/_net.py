@@ -147,6 +147,8 @@ class ValidSplit:
                 f"out of {n}. Lower validation_fraction or pass more samples."
             )
         stratify = None
+        if y is None and getattr(dataset, "y", None) is not None:
+            y = dataset.y.cpu().numpy() if torch.is_tensor(dataset.y) else dataset.y
         if self.stratified and y is not None:
             y = np.asarray(y)
             _, counts = np.unique(y, return_counts=True)

@@ -393,3 +393,40 @@ def test_layerwise_learning_rate_decay(source, halves):
     # hidden.0 (lower) gets a tenth of hidden.1 (upper), which gets half of lr
     assert [g["lr"] for g in groups] == pytest.approx([0.0005, 0.005, 0.01])
     assert [len(g["params"]) for g in groups] == [2, 2, 2 + 2]
+
+
+def test_large_image_collections_stream_from_files(digit_images, tmp_path,
+                                                   monkeypatch):
+    # over the in-memory budget, images are decoded batch by batch each epoch
+    from PIL import Image
+
+    from skxfer import _estimators
+
+    _, X, _, y = digit_images
+    paths = []
+    for i, img in enumerate(X[:120]):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray((img * 255).astype(np.uint8)).save(path)
+        paths.append(str(path))
+    task = y[:120] % 2
+    monkeypatch.setattr(_estimators, "_IN_MEMORY_BYTES", 0)
+    body = cnn(bn=False)
+    clf = TransferMLPClassifier(
+        (16,), backbone=body, freeze=False, lr=0.01, max_epochs=8,
+        early_stopping=True, validation_fraction=0.2, batch_size=16,
+        callbacks=[("record", _RecordDataset())], **KW,
+    ).fit(paths, task)
+    assert type(dict(clf.net_.callbacks_)["record"].kind).__name__ == "Labelled"
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+    assert len(clf.validation_loss_curve_) == clf.n_iter_
+    assert clf.predict(paths[:5]).shape == (5,)
+    assert clf.score(paths, task) > 0.7
+    # a frozen backbone streams the files once, then trains on the features
+    frozen = TransferMLPClassifier((), backbone=body, max_epochs=30, lr=0.01,
+                                   **KW).fit(paths, task)
+    assert frozen.predict_proba(paths[:3]).shape == (3, 2)
+
+
+class _RecordDataset(Callback):
+    def on_train_begin(self, net, X=None, **kwargs):
+        self.kind = X
