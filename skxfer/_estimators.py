@@ -368,15 +368,24 @@ class _BaseTransferMLP(BaseEstimator):
     # ---- fitting --------------------------------------------------------------
 
     def _validate_X_y(self, X, y, reset):
-        return validate_data(
-            self,
-            X,
-            y,
-            reset=reset,
-            dtype=np.float32,
-            multi_output=isinstance(self, RegressorMixin),
-            y_numeric=isinstance(self, RegressorMixin),
-        )
+        try:
+            return validate_data(
+                self,
+                X,
+                y,
+                reset=reset,
+                dtype=np.float32,
+                multi_output=isinstance(self, RegressorMixin),
+                y_numeric=isinstance(self, RegressorMixin),
+            )
+        except ValueError as err:
+            if "Found array with dim" in str(err) and self.backbone is None:
+                raise ValueError(
+                    f"{err} For images, give the network an image backbone, e.g. "
+                    "backbone=PretrainedFeatureExtractor('resnet18') or a CNN "
+                    "module; or flatten them with X.reshape(len(X), -1)."
+                ) from err
+            raise
 
     def _resolve_backbone(self, X, device):
         """The backbone as ``(module, width, extractor, n_features_in)``."""

@@ -7,13 +7,8 @@ from torch import nn
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
-def backbone_blocks(backbone):
-    """The backbone's blocks in the order it computes them: ``[(name, module)]``.
-
-    A block is a direct child that holds parameters; single wrappers (a
-    ``Sequential`` of one trainable child, a layer tap around a model) are
-    looked through, so a torchvision ResNet gives conv1, bn1, layer1..layer4.
-    """
+def _descend(backbone):
+    """Look through single wrappers: ``(prefix, [(name, block)])``."""
     prefix, module = "", backbone
     while True:
         children = [
@@ -21,11 +16,26 @@ def backbone_blocks(backbone):
             for name, child in module.named_children()
             if any(True for _ in child.parameters())
         ]
-        if len(children) == 1:
-            name, module = children[0]
-            prefix = f"{prefix}{name}."
-            continue
-        return [(f"{prefix}{name}", child) for name, child in children]
+        if len(children) != 1:
+            return prefix, children
+        name, module = children[0]
+        prefix = f"{prefix}{name}."
+
+
+def backbone_blocks(backbone):
+    """The backbone's blocks in the order it computes them: ``[(name, module)]``.
+
+    A block is a direct child that holds parameters; single wrappers (a
+    ``Sequential`` of one trainable child, a layer tap around a model) are
+    looked through, so a torchvision ResNet gives conv1, bn1, layer1..layer4.
+    """
+    prefix, children = _descend(backbone)
+    return [(f"{prefix}{name}", child) for name, child in children]
+
+
+def _short(name, prefix):
+    """A parameter's name inside the wrapped model (``layer4.0.conv1.weight``)."""
+    return name[len(prefix):] if name.startswith(prefix) else name
 
 
 def frozen_parameter_names(freeze, backbone):
@@ -35,23 +45,31 @@ def frozen_parameter_names(freeze, backbone):
         return names
     if freeze is False:
         return []
+    prefix, _ = _descend(backbone)
     if isinstance(freeze, int):
         blocks = backbone_blocks(backbone)
         if freeze > len(blocks):
             raise ValueError(
                 f"freeze={freeze} asks for more blocks than the backbone has "
-                f"({len(blocks)}: {[b for b, _ in blocks]}). Use an int <= "
-                f"{len(blocks)}, True for all of it, or a list of name patterns."
+                f"({len(blocks)}: {[_short(b, prefix) for b, _ in blocks]}). Use "
+                f"an int <= {len(blocks)}, True for all of it, or a list of name "
+                "patterns."
             )
         chosen = [name for name, _ in blocks[:freeze]]
         return [n for n in names if any(n.startswith(c + ".") for c in chosen)]
     frozen = []
     for pattern in freeze:
-        hits = [n for n in names if fnmatch(n, pattern)]
+        # patterns match the names inside the wrapped model (e.g. torchvision's
+        # "layer4.*") or the full names
+        hits = [
+            n for n in names
+            if fnmatch(_short(n, prefix), pattern) or fnmatch(n, pattern)
+        ]
         if not hits:
+            shown = [_short(n, prefix) for n in names[:4]]
             raise ValueError(
                 f"freeze pattern {pattern!r} matches no parameter of the backbone. "
-                f"Its parameters are named like {names[:4]}."
+                f"Its parameters are named like {shown}."
             )
         frozen.extend(h for h in hits if h not in frozen)
     return frozen

@@ -430,3 +430,25 @@ def test_large_image_collections_stream_from_files(digit_images, tmp_path,
 class _RecordDataset(Callback):
     def on_train_begin(self, net, X=None, **kwargs):
         self.kind = X
+
+
+def test_torchvision_backbone_freeze_by_its_own_layer_names():
+    from torchvision.transforms._presets import ImageClassification
+
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(16) % 2
+    ext = PretrainedFeatureExtractor(
+        "resnet18", weights=None,
+        preprocessing=ImageClassification(crop_size=32, resize_size=32),
+    )
+    clf = TransferMLPClassifier((), backbone=ext, freeze=["conv1.*", "layer[123].*"],
+                                max_epochs=1, **KW).fit(X, y)
+    body = clf.module_.backbone[0].model
+    assert not any(p.requires_grad for p in body.layer3.parameters())
+    assert all(p.requires_grad for p in body.layer4.parameters())
+    with pytest.raises(ValueError, match=r"\(7: \['conv1', 'bn1', 'layer1'"):
+        clf.set_params(freeze=8).fit(X, y)
+    with pytest.raises(ValueError, match="For images, give the network an image "
+                       "backbone"):
+        TransferMLPClassifier(**KW).fit(X, y)
