@@ -30,17 +30,27 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.models import ResNet18_Weights, resnet18
-from torchvision.transforms._presets import ImageClassification
+from torchvision.transforms import v2
 
 from skxfer import PretrainedFeatureExtractor
 
 BATCH = 32
 
 
+def small_preprocessing(size):
+    """ResNet18_Weights.DEFAULT.transforms() with resize and crop at ``size``."""
+    return v2.Compose([
+        v2.Resize(size, antialias=True),
+        v2.CenterCrop(size),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+    ])
+
+
 def preprocessing(size):
     if size == 224:
         return ResNet18_Weights.DEFAULT.transforms()
-    return ImageClassification(crop_size=size, resize_size=size)
+    return small_preprocessing(size)
 
 
 def write_pngs(images, folder):
@@ -113,12 +123,14 @@ _RSS_CHILD = """
 import resource, sys, glob, numpy as np, torch
 torch.set_num_threads(int(sys.argv[3]))
 from torchvision.models import resnet18
-from torchvision.transforms._presets import ImageClassification
+from torchvision.transforms import v2
 from skxfer import PretrainedFeatureExtractor
 paths = sorted(glob.glob(sys.argv[1] + "/*.png"))[: int(sys.argv[2])]
+prep = v2.Compose([v2.Resize(64, antialias=True), v2.CenterCrop(64),
+                   v2.ToDtype(torch.float32, scale=True),
+                   v2.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
 ext = PretrainedFeatureExtractor(
-    resnet18(weights=None), weights=None, device="cpu",
-    preprocessing=ImageClassification(crop_size=64, resize_size=64))
+    resnet18(weights=None), weights=None, device="cpu", preprocessing=prep)
 out = ext.fit(paths[:1]).transform(paths)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, out.nbytes)
 """

@@ -70,8 +70,13 @@ def _extract(args):
                 f.write(path + (f",{labels[i]}" if labels else "") + "\n")
         print(f"wrote {out} {feats.shape} and {index}")
         return 0
-    import pandas as pd
-
+    try:
+        import pandas as pd
+    except ImportError as err:
+        raise ImportError(
+            f"Writing {suffix or 'a table'} needs pandas (and pyarrow for "
+            '.parquet): pip install "skxfer[pandas]"; or write .npy.'
+        ) from err
     df = pd.DataFrame(feats, columns=[f"f{i}" for i in range(feats.shape[1])])
     df.insert(0, "file", paths)
     if labels:

@@ -433,14 +433,14 @@ class _RecordDataset(Callback):
 
 
 def test_torchvision_backbone_freeze_by_its_own_layer_names():
-    from torchvision.transforms._presets import ImageClassification
+    from torchvision.transforms import v2
 
     rng = np.random.RandomState(0)
     X = rng.randint(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     y = np.arange(16) % 2
     ext = PretrainedFeatureExtractor(
         "resnet18", weights=None,
-        preprocessing=ImageClassification(crop_size=32, resize_size=32),
+        preprocessing=v2.Compose([v2.ToDtype(torch.float32, scale=True)]),
     )
     clf = TransferMLPClassifier((), backbone=ext, freeze=["conv1.*", "layer[123].*"],
                                 max_epochs=1, **KW).fit(X, y)
