@@ -17,7 +17,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_sp
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from skorch.callbacks import LRScheduler
+from skorch.callbacks import Callback, LRScheduler
 
 from skxfer import TransferMLPClassifier, TransferMLPRegressor
 
@@ -502,3 +502,23 @@ def test_pipeline_gridsearch_and_parallel_cross_validation(digits_split):
     assert grid.score(X_test, y_test) > 0.93
     scores = cross_val_score(pipe, X_train, y_train, cv=3, n_jobs=2)
     assert scores.shape == (3,) and scores.min() > 0.9
+
+
+class _Threads(Callback):
+    def on_train_begin(self, net, **kwargs):
+        self.threads = torch.get_num_threads()
+
+
+def test_parallel_workers_do_not_oversubscribe_the_cores(blobs):
+    import os
+
+    from sklearn.model_selection import cross_validate
+
+    X, y = blobs
+    result = cross_validate(
+        TransferMLPClassifier(callbacks=[("threads", _Threads())], **FAST),
+        X, y, cv=2, n_jobs=2, return_estimator=True,
+    )
+    threads = [dict(est.net_.callbacks_)["threads"].threads
+               for est in result["estimator"]]
+    assert all(t * 2 <= max(os.cpu_count(), 2) for t in threads), threads
