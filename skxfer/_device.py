@@ -45,3 +45,34 @@ def resolve_device(device, owner="estimator"):
             "machine. Use device='auto' or device='cpu'."
         )
     return device
+
+
+def cpu_module(module):
+    """``module`` itself when it is on the CPU, else a CPU copy (for pickling).
+
+    A pickle that holds CUDA tensors cannot be loaded on a machine without a
+    GPU; fitted skxfer objects therefore pickle their networks from the CPU.
+    """
+    if module is None:
+        return None
+    tensors = list(module.parameters()) + list(module.buffers())
+    if all(t.device.type == "cpu" for t in tensors):
+        return module
+    import copy
+
+    return copy.deepcopy(module).cpu()
+
+
+def usable_device(device, owner):
+    """The fitted ``device`` if this machine has it, else 'cpu' with a warning."""
+    import warnings
+
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(
+            f"This {owner} was fitted on {device!r}, which this machine does not "
+            "have; it runs on the CPU.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return "cpu"
+    return device

@@ -31,7 +31,7 @@ from ._backbones import (
     is_unfitted_source,
     source_backbone,
 )
-from ._device import device_is_valid, resolve_device
+from ._device import cpu_module, device_is_valid, resolve_device, usable_device
 from ._extract import PretrainedFeatureExtractor
 from ._freezing import (
     backbone_param_groups,
@@ -181,6 +181,13 @@ _COMMON_SPEC = {
     "l2_sp": (is_real(0), "a float >= 0"),
     "bn_mode": (one_of("train", "frozen"), "'train' or 'frozen'"),
 }
+
+
+def _shallow_copy(obj):
+    """A new object sharing ``obj``'s attributes (no pickling, no deep copy)."""
+    new = obj.__class__.__new__(obj.__class__)
+    new.__dict__.update(obj.__dict__)
+    return new
 
 
 class _StopOnNonFinite(Callback):
@@ -402,6 +409,8 @@ class _BaseTransferMLP(BaseEstimator):
             extractor = None
         elif is_fitted_source(backbone):
             module, n_in, extractor = source_backbone(backbone)
+            if extractor is not None:
+                extractor = _shallow_copy(extractor)  # never change the source
         else:
             if isinstance(backbone, PretrainedFeatureExtractor):
                 extractor = clone(backbone).set_params(device=device)
@@ -416,6 +425,9 @@ class _BaseTransferMLP(BaseEstimator):
             n_in = extractor.n_features_in_ if extractor._tabular else None
         if extractor is not None and extractor._tabular:
             extractor = None  # feature vectors go in as they are
+        if extractor is not None:
+            # one network in memory: the extractor's becomes the one trained
+            extractor.backbone_ = module
         sample = (
             extractor.preprocess(X.iloc[:1] if hasattr(X, "iloc") else X[:1])
             if extractor is not None
@@ -537,6 +549,33 @@ class _BaseTransferMLP(BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "net_")
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # the backbone lives once in the pickle: in net_ (skorch pickles it,
+        # CPU-loadable) or, when its features were cached, here on the CPU
+        extractor = state.get("extractor_")
+        if extractor is not None:
+            extractor = _shallow_copy(extractor)
+            extractor.backbone_ = None
+            state["extractor_"] = extractor
+        if state.get("_features_cached"):
+            state["_backbone_module"] = cpu_module(state["_backbone_module"])
+        else:
+            state.pop("_backbone_module", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if not hasattr(self, "net_"):
+            return
+        self.device_ = usable_device(self.device_, type(self).__name__)
+        if getattr(self, "backbone", None) is not None and not self._features_cached:
+            self._backbone_module = self.net_.module_.backbone
+        extractor = getattr(self, "extractor_", None)
+        if extractor is not None:
+            extractor.backbone_ = self._backbone_module
+            extractor.device_ = self.device_
 
     # ---- inference ------------------------------------------------------------
 
@@ -750,7 +789,9 @@ _DOC_COMMON_ATTRIBUTES = """
     history_ : skorch.History
         skorch's training history (``net_.history``).
     extractor_ : PretrainedFeatureExtractor or None
-        With an image backbone, the fitted extractor that preprocesses ``X``.
+        With an image backbone, the fitted extractor that preprocesses ``X``;
+        its network is the trained backbone, so ``extractor_.transform(X)``
+        gives the features the head sees.
 """
 
 

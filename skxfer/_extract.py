@@ -26,7 +26,7 @@ from ._backbones import (
     load_named_model,
     source_backbone,
 )
-from ._device import device_is_valid, resolve_device
+from ._device import cpu_module, device_is_valid, resolve_device, usable_device
 from ._images import (
     ArrayBatches,
     ArrayImages,
@@ -473,6 +473,19 @@ class PretrainedFeatureExtractor(
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "backbone_")
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if state.get("backbone_") is not None:
+            state["backbone_"] = cpu_module(state["backbone_"])
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if hasattr(self, "device_"):
+            self.device_ = usable_device(self.device_, type(self).__name__)
+            if self.backbone_ is not None:
+                self.backbone_.to(self.device_)
 
     def __sklearn_clone__(self):
         # a fitted TransferMLP estimator as ``model`` stays fitted under clone

@@ -452,3 +452,48 @@ def test_torchvision_backbone_freeze_by_its_own_layer_names():
     with pytest.raises(ValueError, match="For images, give the network an image "
                        "backbone"):
         TransferMLPClassifier(**KW).fit(X, y)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_transfer_estimator_pickles_its_backbone_once(digit_images, freeze):
+    import pickle
+
+    _, X, _, y = digit_images
+    X, y = X[:60], y[:60] % 2
+    clf = TransferMLPClassifier((8,), backbone=cnn(), freeze=freeze, max_epochs=2,
+                                **KW).fit(X, y)
+    payload = pickle.dumps(clf)
+    n_bytes = sum(p.numel() * 4 for p in clf.module_.parameters())
+    assert len(payload) < 1.5 * n_bytes + 200_000
+    again = pickle.loads(payload)
+    np.testing.assert_allclose(again.predict_proba(X), clf.predict_proba(X),
+                               atol=1e-6)
+    # the extractor's network is the trained backbone, also after unpickling
+    assert again.extractor_.backbone_ is again.module_.backbone
+    np.testing.assert_allclose(
+        again.extractor_.transform(X[:5]),
+        clf.module_.backbone(torch.as_tensor(X[:5, None])).detach().numpy(),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_fitted_on_cuda_unpickles_on_a_cpu_machine(digit_images):
+    import pickle
+
+    _, X, _, y = digit_images
+    ext = PretrainedFeatureExtractor(cnn(), weights=None, device="cpu").fit(X[:4])
+    expected = ext.transform(X[:4])
+    ext.device_ = "cuda"  # as if fitted on a GPU
+    with pytest.warns(UserWarning, match="fitted on 'cuda'.*runs on the CPU"):
+        loaded = pickle.loads(pickle.dumps(ext))
+    assert loaded.device_ == "cpu"
+    np.testing.assert_allclose(loaded.transform(X[:4]), expected, atol=1e-6)
+
+    clf = TransferMLPClassifier((4,), backbone=cnn(), max_epochs=1, **KW).fit(
+        X[:40], y[:40] % 2)
+    expected = clf.predict_proba(X[:5])
+    clf.device_ = "cuda"
+    with pytest.warns(UserWarning, match="runs on the CPU"):
+        loaded = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_allclose(loaded.predict_proba(X[:5]), expected, atol=1e-6)
