@@ -19,7 +19,6 @@ from sklearn.utils.validation import (
     check_consistent_length,
     check_is_fitted,
     column_or_1d,
-    validate_data,
 )
 from skorch.callbacks import Callback, EarlyStopping, Freezer, ProgressBar, Unfreezer
 from torch import nn
@@ -58,6 +57,7 @@ from ._validation import (
     is_none,
     is_real,
     one_of,
+    validate_table,
 )
 
 OPTIMIZERS = {
@@ -376,7 +376,7 @@ class _BaseTransferMLP(BaseEstimator):
 
     def _validate_X_y(self, X, y, reset):
         try:
-            return validate_data(
+            return validate_table(
                 self,
                 X,
                 y,
@@ -609,7 +609,7 @@ class _BaseTransferMLP(BaseEstimator):
             return self._embed(
                 self.extractor_.iter_preprocessed(X), self.device_, self.module_
             )
-        X = validate_data(self, X, dtype=np.float32, reset=False)
+        X = validate_table(self, X, dtype=np.float32, reset=False)
         if self._features_cached:
             X = self._embed(TensorData(torch.as_tensor(X)), self.device_)
         with torch.inference_mode():

@@ -8,7 +8,7 @@ from sklearn.base import (
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
 )
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -35,7 +35,15 @@ from ._images import (
     check_array_values,
     stack_images,
 )
-from ._validation import any_of, check_params, is_bool, is_int, is_none, one_of
+from ._validation import (
+    any_of,
+    check_params,
+    is_bool,
+    is_int,
+    is_none,
+    one_of,
+    validate_table,
+)
 
 POOLINGS = ("avg", "max", "flatten")
 
@@ -281,7 +289,7 @@ class PretrainedFeatureExtractor(
         self._channels = input_channels(net)
         self._tabular = False
         if self._is_tabular(X):
-            X = validate_data(self, X, dtype=np.float32, reset=True)
+            X = validate_table(self, X, dtype=np.float32, reset=True)
             self._tabular = True
         elif hasattr(self, "n_features_in_"):
             del self.n_features_in_
@@ -300,13 +308,13 @@ class PretrainedFeatureExtractor(
         if isinstance(self.model, str):
             return False
         if sp.issparse(X):
-            return True  # validate_data refuses it with scikit-learn's message
+            return True  # validate_table refuses it with scikit-learn's message
         if hasattr(X, "iloc"):
             return X.ndim == 2 and all(
                 np.issubdtype(dt, np.number) or dt.kind == "b" for dt in X.dtypes
             )
         if isinstance(X, np.ndarray):
-            # 2-d is a table whatever the dtype (validate_data says what is
+            # 2-d is a table whatever the dtype (validate_table says what is
             # wrong with it); 1-d only when numeric (else: paths, PIL images)
             return X.ndim == 2 or (X.ndim < 2 and X.dtype.kind in "biuf")
         try:
@@ -428,7 +436,7 @@ class PretrainedFeatureExtractor(
         """
         check_is_fitted(self)
         if self._tabular:
-            X = validate_data(self, X, dtype=np.float32, reset=False)
+            X = validate_table(self, X, dtype=np.float32, reset=False)
         return self._features(X)
 
     def preprocess(self, X):
@@ -446,7 +454,7 @@ class PretrainedFeatureExtractor(
         """
         check_is_fitted(self)
         if self._tabular:
-            X = validate_data(self, X, dtype=np.float32, reset=False)
+            X = validate_table(self, X, dtype=np.float32, reset=False)
             return torch.from_numpy(np.ascontiguousarray(X))
         return torch.cat(list(self.iter_preprocessed(X)))
 

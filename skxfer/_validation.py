@@ -83,3 +83,23 @@ def check_params(estimator, spec):
             )
     if problems:
         raise ValueError("\n".join(problems))
+
+
+class SparseInputError(ValueError, TypeError):
+    """Sparse input where dense data is needed.
+
+    A ``ValueError`` like every other data problem, and a ``TypeError`` as
+    scikit-learn raises for sparse input, so either ``except`` catches it.
+    """
+
+
+def validate_table(estimator, *args, **kwargs):
+    """``validate_data``; a sparse refusal becomes a SparseInputError."""
+    from sklearn.utils.validation import validate_data
+
+    try:
+        return validate_data(estimator, *args, **kwargs)
+    except TypeError as err:
+        if "Sparse data was passed" in str(err):
+            raise SparseInputError(str(err)) from err
+        raise

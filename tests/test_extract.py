@@ -327,3 +327,23 @@ def test_cuda_mixed_precision(images, resnet_ext):
     assert ext.device_ == "cuda" and feats.dtype == np.float32
     np.testing.assert_allclose(feats, resnet_ext.transform(images), rtol=0.05,
                                atol=0.05)
+
+
+def test_weights_load_once_per_process(images, monkeypatch):
+    from skxfer import _backbones
+
+    _backbones._CACHE.clear()
+    calls = []
+    get_model = torchvision.models.get_model
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return get_model(*args, **kwargs)
+
+    monkeypatch.setattr(torchvision.models, "get_model", counting)
+    ext = PretrainedFeatureExtractor("resnet18", weights=None, device="cpu")
+    for _ in range(3):
+        clone(ext).fit(images[:1])
+    assert len(calls) == 1
+    clone(ext).set_params(model="mobilenet_v3_small").fit(images[:1])
+    assert len(calls) == 2

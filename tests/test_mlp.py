@@ -183,7 +183,10 @@ def test_bad_X(Est, blobs):
         Est(**FAST).fit(X[:0], y[:0])
     with pytest.raises(ValueError, match="Found array with dim 3, while dim <= 2"):
         Est(**FAST).fit(X.reshape(len(X), 2, -1), y)
-    with pytest.raises(TypeError, match=r"Sparse data was passed.*\.toarray\(\)"):
+    # a ValueError like the other data problems, and the TypeError sklearn raises
+    with pytest.raises(ValueError, match=r"Sparse data was passed.*\.toarray\(\)"):
+        Est(**FAST).fit(sp.csr_matrix(X), y)
+    with pytest.raises(TypeError, match="Sparse data was passed"):
         Est(**FAST).fit(sp.csr_matrix(X), y)
     fitted = Est(**FAST).fit(X, y)
     with pytest.raises(
@@ -522,3 +525,25 @@ def test_parallel_workers_do_not_oversubscribe_the_cores(blobs):
     threads = [dict(est.net_.callbacks_)["threads"].threads
                for est in result["estimator"]]
     assert all(t * 2 <= max(os.cpu_count(), 2) for t in threads), threads
+
+
+def test_regressor_in_pipeline_gridsearch_and_parallel_cross_validation():
+    X, y = load_diabetes(return_X_y=True)
+    y = (y - y.mean()) / y.std()
+    pipe = make_pipeline(
+        StandardScaler(),
+        TransferMLPRegressor(max_epochs=30, batch_size=32, random_state=0,
+                             device="cpu"),
+    )
+    grid = GridSearchCV(
+        pipe,
+        {
+            "transfermlpregressor__hidden_layer_sizes": [(8,), (32,)],
+            "transfermlpregressor__lr": [1e-5, 1e-3],
+        },
+        cv=3,
+    ).fit(X, y)
+    assert grid.best_params_["transfermlpregressor__lr"] == 1e-3
+    assert grid.best_score_ > 0.3
+    scores = cross_val_score(pipe, X, y, cv=3, n_jobs=2)
+    assert scores.shape == (3,) and scores.mean() > 0.3

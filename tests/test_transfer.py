@@ -497,3 +497,10 @@ def test_fitted_on_cuda_unpickles_on_a_cpu_machine(digit_images):
     with pytest.warns(UserWarning, match="runs on the CPU"):
         loaded = pickle.loads(pickle.dumps(clf))
     np.testing.assert_allclose(loaded.predict_proba(X[:5]), expected, atol=1e-6)
+
+
+def test_backbone_that_does_not_fit_the_data(halves):
+    _, X, _, y = halves
+    with pytest.raises(ValueError, match=r"could not run on a batch of shape "
+                       r"\(1, 64\)"):
+        TransferMLPClassifier(backbone=nn.Linear(10, 4), **KW).fit(X, y)
