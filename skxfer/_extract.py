@@ -294,6 +294,9 @@ class PretrainedFeatureExtractor(
         elif hasattr(self, "n_features_in_"):
             del self.n_features_in_
         self._conv = self._channels is not None
+        if isinstance(self.model, str) and self.device_ != "cpu":
+            # the process-wide cache keeps its CPU copy; this extractor gets its own
+            backbone = copy_module(backbone)
         if self._conv and self.channels_last and self.device_ != "mps":
             backbone = backbone.to(memory_format=torch.channels_last)
         self.backbone_ = backbone.to(self.device_)
