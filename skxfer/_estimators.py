@@ -256,9 +256,8 @@ class _BaseTransferMLP(BaseEstimator):
         return cls, kwargs
 
     def _build_module(self, n_features, n_outputs):
-        backbone = getattr(self, "_backbone_module", None)
-        if self._features_cached:
-            backbone = None  # trained on the backbone's features: the head only
+        # with cached features skorch trains the head alone
+        backbone = None if self._features_cached else self._backbone_module
         head = MLP(
             n_features,
             self._hidden_sizes(),
@@ -278,7 +277,7 @@ class _BaseTransferMLP(BaseEstimator):
         return module
 
     def _freeze_callbacks(self):
-        if getattr(self, "_backbone_module", None) is None or self._features_cached:
+        if self._backbone_module is None or self._features_cached:
             return []
         names = frozen_parameter_names(self.freeze, self._backbone_module)
         if not names:
@@ -291,7 +290,7 @@ class _BaseTransferMLP(BaseEstimator):
             )
         return callbacks
 
-    def _build_callbacks(self, seed):
+    def _build_callbacks(self):
         quiet = not self.verbose
         callbacks = [("stop_on_non_finite", _StopOnNonFinite())]
         callbacks += self._freeze_callbacks()
@@ -337,7 +336,6 @@ class _BaseTransferMLP(BaseEstimator):
             module=self._build_module(n_features, n_outputs),
             bn_mode=self.bn_mode,
             l2_sp=self.l2_sp if self.backbone is not None else 0.0,
-            # the skorch module: the head alone when features are cached
             criterion=self._criterion,
             optimizer=opt_cls,
             lr=self.lr,
@@ -348,20 +346,20 @@ class _BaseTransferMLP(BaseEstimator):
             iterator_train__shuffle=True,
             **self._loader_params(device),
             train_split=train_split,
-            callbacks=self._build_callbacks(seed),
+            callbacks=self._build_callbacks(),
             device=device,
             verbose=int(self.verbose),
             shuffle_rng=np.random.RandomState(seed),
             **{f"optimizer__{k}": v for k, v in opt_kwargs.items()},
-            **self._criterion_params(device),
+            **self._criterion_params(),
         )
         return net
 
-    def _criterion_params(self, device):
+    def _criterion_params(self):
         return {}
 
     def _loader_params(self, device):
-        extractor = getattr(self, "extractor_", None)
+        extractor = self.extractor_
         if extractor is None:
             return {}
         workers = extractor._workers(n_images=None)
@@ -455,6 +453,8 @@ class _BaseTransferMLP(BaseEstimator):
                 and self.freeze is True
                 and self.unfreeze_at is None
             )
+            # a fresh fit forgets the backbone of an earlier one
+            self._backbone_module = self.extractor_ = None
         if self.backbone is None:
             return self._validate_X_y(X, y, reset=reset)
         if reset:
@@ -570,7 +570,9 @@ class _BaseTransferMLP(BaseEstimator):
         if not hasattr(self, "net_"):
             return
         self.device_ = usable_device(self.device_, type(self).__name__)
-        if getattr(self, "backbone", None) is not None and not self._features_cached:
+        if self.backbone is None:
+            self._backbone_module = None
+        elif not self._features_cached:
             self._backbone_module = self.net_.module_.backbone
         extractor = getattr(self, "extractor_", None)
         if extractor is not None:
@@ -604,7 +606,7 @@ class _BaseTransferMLP(BaseEstimator):
 
     def _forward(self, X):
         check_is_fitted(self)
-        if getattr(self, "extractor_", None) is not None:
+        if self.extractor_ is not None:
             # images: streamed batch by batch through the whole network
             return self._embed(
                 self.extractor_.iter_preprocessed(X), self.device_, self.module_
@@ -1001,7 +1003,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
                 self._class_weights = self._class_weight_vector(y_encoded)
         return y_encoded, len(known)
 
-    def _criterion_params(self, device):
+    def _criterion_params(self):
         if self.class_weight is None:
             return {}
         return {

@@ -504,3 +504,14 @@ def test_backbone_that_does_not_fit_the_data(halves):
     with pytest.raises(ValueError, match=r"could not run on a batch of shape "
                        r"\(1, 64\)"):
         TransferMLPClassifier(backbone=nn.Linear(10, 4), **KW).fit(X, y)
+
+
+def test_refit_without_backbone_forgets_the_earlier_one(source, halves):
+    _, X, _, y = halves
+    clf = TransferMLPClassifier((8,), backbone=source, max_epochs=2, **KW).fit(
+        X, y % 2)
+    clf.set_params(backbone=None).fit(X, y % 2)
+    assert type(clf.module_).__name__ == "MLP"
+    assert clf.module_.hidden[0].linear.in_features == 64
+    assert clf.extractor_ is None
+    assert clf.predict(X[:3]).shape == (3,)
