@@ -402,6 +402,7 @@ class _BaseTransferMLP(BaseEstimator):
                 "under clone; as a value in a GridSearchCV grid it is cloned: "
                 "pass sklearn.frozen.FrozenEstimator(source) there.)"
             )
+        width = None  # known without a probe when an extractor was just fitted
         if is_saved_network(backbone):
             module, n_in = load_network(backbone)
             extractor = None
@@ -418,29 +419,33 @@ class _BaseTransferMLP(BaseEstimator):
                     weights="DEFAULT" if isinstance(backbone, str) else None,
                     device=device,
                 )
-            extractor.fit(X)
+            extractor.fit(X)  # runs one sample: the pooled output's width
             module = copy.deepcopy(extractor.backbone_)
             n_in = extractor.n_features_in_ if extractor._tabular else None
+            width = extractor.n_features_out_
         if extractor is not None and extractor._tabular:
             extractor = None  # feature vectors go in as they are
         if extractor is not None:
             # one network in memory: the extractor's becomes the one trained
             extractor.backbone_ = module
-        sample = (
-            extractor.preprocess(X.iloc[:1] if hasattr(X, "iloc") else X[:1])
-            if extractor is not None
-            else torch.zeros(1, n_in)
-        )
-        with torch.inference_mode():
-            out = module.to(device).eval()(sample.to(device))
-        if out.ndim != 2:
-            raise ValueError(
-                f"The backbone of {name} returns outputs of shape "
-                f"{tuple(out.shape)}; the head needs one vector per sample "
-                "(n_samples, n_features). Wrap it in a PretrainedFeatureExtractor "
-                "with a pooling, or end it with torch.nn.Flatten()."
+        if width is None:
+            sample = (
+                extractor.preprocess(X.iloc[:1] if hasattr(X, "iloc") else X[:1])
+                if extractor is not None
+                else torch.zeros(1, n_in)
             )
-        return module.cpu(), out.shape[1], extractor, n_in
+            with torch.inference_mode():
+                out = module.to(device).eval()(sample.to(device))
+            if out.ndim != 2:
+                raise ValueError(
+                    f"The backbone of {name} returns outputs of shape "
+                    f"{tuple(out.shape)}; the head needs one vector per sample "
+                    "(n_samples, n_features). Wrap it in a "
+                    "PretrainedFeatureExtractor with a pooling, or end it with "
+                    "torch.nn.Flatten()."
+                )
+            width = out.shape[1]
+        return module.cpu(), width, extractor, n_in
 
     def _fit_inputs(self, X, y, reset, device):
         """Validated training inputs (an array, or preprocessed image tensors)."""
