@@ -303,8 +303,12 @@ class PretrainedFeatureExtractor(
         self.preprocessing_ = transform
         first = self._features(X.iloc[:1] if hasattr(X, "iloc") else X[:1])
         self.n_features_out_ = first.shape[1]
-        self._n_features_out = self.n_features_out_
         return self
+
+    @property
+    def _n_features_out(self):
+        # what ClassNamePrefixFeaturesOutMixin reads to name the columns
+        return self.n_features_out_
 
     def _is_tabular(self, X):
         """2-d numeric input to a module of the user's own: feature vectors."""
