@@ -101,8 +101,6 @@ def methods(mlp, cnn, device="auto", epochs=150, seed=0):
 def run_demo(labels=(5, 10, 20, 50), seeds=5, device="auto", epochs=150,
              verbose=True):
     """Run the comparison; return ``{method: {labels: [scores per seed]}}``."""
-    import torch
-
     from .datasets import load_digits_transfer, sample_per_class
 
     start = time.perf_counter()
@@ -122,7 +120,6 @@ def run_demo(labels=(5, 10, 20, 50), seeds=5, device="auto", epochs=150,
                 X = flat if route == TABULAR else tgt_X
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # sklearn's ConvergenceWarning
-                    torch.manual_seed(seed)
                     est.fit(X[labelled], tgt_y[labelled])
                 score = est.score(X[rest], tgt_y[rest])
                 results.setdefault(name, OrderedDict()).setdefault(n, []).append(
