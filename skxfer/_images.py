@@ -220,8 +220,12 @@ class ArrayImages(Dataset):
         return len(self.X)
 
     def __getitem__(self, i):
-        x = match_channels(to_tensor_batch(self.X[i]), self.channels)
-        return preprocess(x, self.transform)
+        return self._prepare(self.X[i])
+
+    def _prepare(self, arr):
+        """An image (CHW) or a batch (NCHW) of the array, as the network takes it."""
+        return preprocess(match_channels(to_tensor_batch(arr), self.channels),
+                          self.transform)
 
 
 class Labelled(Dataset):
@@ -244,22 +248,18 @@ class Labelled(Dataset):
         return Labelled(Subset(self.images, indices), self.y[indices])
 
 
-class ArrayBatches(Dataset):
+class ArrayBatches(ArrayImages):
     """An in-memory NCHW array, served one transformed batch per item."""
 
     def __init__(self, X, batch_size, transform=None, channels=None):
-        self.X = X
+        super().__init__(X, transform, channels)
         self.batch_size = batch_size
-        self.transform = transform
-        self.channels = channels
 
     def __len__(self):
         return -(-len(self.X) // self.batch_size)
 
     def __getitem__(self, i):
-        chunk = self.X[i * self.batch_size : (i + 1) * self.batch_size]
-        x = match_channels(to_tensor_batch(chunk), self.channels)
-        return preprocess(x, self.transform)
+        return self._prepare(self.X[i * self.batch_size : (i + 1) * self.batch_size])
 
 
 def stack_images(batch):
