@@ -1,22 +1,32 @@
-"""Model names, weights and checkpoints -> torch modules; picking the layer to read.
+"""Model names, weights, checkpoints and source networks -> new torch modules.
 
 Names resolve through torchvision's registry; weights through its weights
-enums, so preprocessing comes from the weights' own ``transforms()``. Loaded
-backbones are cached per process: cloning an extractor in a grid search does
-not load the same weights again.
+enums, so preprocessing comes from the weights' own ``transforms()``. Every
+request gets a module of its own: what is costly to build (weights read from
+disk or drawn at random) is kept per process as a private prototype keyed on
+content -- a torchvision weights name (its file name carries a hash of its
+bytes), a checkpoint's absolute path with its size and modification time, or
+the seed of random weights -- and handed out as a deep copy, never shared.
+Heads are cut off the copy (``nn.Identity``) and intermediate layers read with
+``torchvision.models.feature_extraction``, so no hook is ever added to a
+module that another object holds.
 """
 
 import copy
 import difflib
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ._seeding import seeded
+
 _CACHE = OrderedDict()
 _CACHE_SIZE = 4
+_CACHE_LOCK = threading.Lock()
 
 
 def _torchvision():
@@ -120,30 +130,57 @@ def _download_error(name, weights, err):
     )
 
 
-def load_named_model(name, weights):
-    """A torchvision classification model in eval mode, on the CPU, cached."""
+def _checkpoint_key(path):
+    """A checkpoint file's identity by content: absolute path, size, mtime."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint file at {str(path)!r}.")
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def load_named_model(name, weights, seed=0):
+    """A new torchvision classification model: on the CPU, eval mode, frozen.
+
+    ``seed`` draws the weights when ``weights`` is None (the same network in
+    every process for the same seed). The caller's RNGs are left as they were.
+    """
     check_model_name(name)
     weights = resolve_weights(name, weights)
-    key = (name, str(weights))
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    tv = _torchvision()
-    if weights is None or is_checkpoint_path(weights):
-        model = tv.models.get_model(name, weights=None)
-        if weights is not None:
-            load_checkpoint(model, weights)
+    if weights is None:
+        key = (name, None, int(seed))
+    elif is_checkpoint_path(weights):
+        key = (name, "file", *_checkpoint_key(weights))
     else:
-        try:
-            model = tv.models.get_model(name, weights=weights)
-        except Exception as err:  # no network, a broken download, ...
-            raise _download_error(name, weights, err) from err
+        key = (name, str(weights))
+    with _CACHE_LOCK:
+        prototype = _CACHE.get(key)
+        if prototype is not None:
+            _CACHE.move_to_end(key)
+    if prototype is None:
+        prototype = _build_named_model(name, weights, seed)
+        with _CACHE_LOCK:
+            _CACHE[key] = prototype
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return copy.deepcopy(prototype)
+
+
+def _build_named_model(name, weights, seed):
+    tv = _torchvision()
+    with seeded(seed):
+        if weights is None or is_checkpoint_path(weights):
+            model = tv.models.get_model(name, weights=None)
+            if weights is not None:
+                load_checkpoint(model, weights)
+        else:
+            try:
+                model = tv.models.get_model(name, weights=weights)
+            except Exception as err:  # no network, a broken download, ...
+                raise _download_error(name, weights, err) from err
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    _CACHE[key] = model
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
     return model
 
 
@@ -165,9 +202,23 @@ def head_input_layer(model):
     """Name of the last ``nn.Linear``: its input is the penultimate representation."""
     last = None
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
+        if name and isinstance(module, nn.Linear):
             last = name
     return last
+
+
+def cut_head(model):
+    """Replace ``model``'s classifier (its last ``nn.Linear``) with ``nn.Identity``.
+
+    ``model`` must be a module of the caller's own (a fresh copy): it is
+    changed in place and returned.
+    """
+    name = head_input_layer(model)
+    if name is not None:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child,
+                nn.Identity())
+    return model
 
 
 def input_channels(model):
@@ -182,46 +233,71 @@ class _Stop(Exception):
     pass
 
 
-class LayerTap(nn.Module):
-    """Run ``model`` up to ``layer`` and return that layer's input or output.
+class _Output(nn.Module):
+    """The one output of a ``create_feature_extractor`` graph, as a tensor."""
 
-    The forward stops right after the tapped layer, so nothing above it is
-    computed; ``model`` is shared, not copied.
+    def __init__(self, graph):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x):
+        return self.graph(x)["out"]
+
+
+class LayerTap(nn.Module):
+    """Run ``model`` up to ``layer`` and return that layer's output.
+
+    For modules that torch.fx cannot trace. ``model`` is a copy this tap owns;
+    its hook is registered once and writes to thread-local storage, so taps
+    may run in several threads at once. The forward stops right after the
+    tapped layer.
     """
 
-    def __init__(self, model, layer, side="output"):
+    def __init__(self, model, layer):
         super().__init__()
         self.model = model
         self.layer = layer
-        self.side = side
+        self._local = threading.local()
+        model.get_submodule(layer).register_forward_hook(self._capture)
+
+    def _capture(self, module, args, output):
+        self._local.out = output
+        raise _Stop
 
     def forward(self, x):
-        target = self.model.get_submodule(self.layer)
-        captured = {}
-
-        if self.side == "input":
-
-            def hook(module, args):
-                captured["out"] = args[0]
-                raise _Stop
-
-            handle = target.register_forward_pre_hook(hook)
-        else:
-
-            def hook(module, args, output):
-                captured["out"] = output
-                raise _Stop
-
-            handle = target.register_forward_hook(hook)
+        self._local.out = None
         try:
             self.model(x)
         except _Stop:
             pass
-        finally:
-            handle.remove()
-        if "out" not in captured:
+        out, self._local.out = self._local.out, None
+        if out is None:
             raise RuntimeError(f"Layer {self.layer!r} was not reached by forward.")
-        return captured["out"]
+        return out
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_local", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._local = threading.local()
+
+
+def tap_layer(model, layer):
+    """A module giving ``layer``'s output of ``model`` (a copy of the caller's own).
+
+    torchvision's ``create_feature_extractor`` (an FX graph that ends at the
+    layer) where the model can be traced, else a :class:`LayerTap`.
+    """
+    check_layer(model, layer)
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    try:
+        return _Output(create_feature_extractor(model, {layer: "out"}))
+    except Exception:  # control flow torch.fx cannot trace, a non-node layer
+        return LayerTap(model, layer)
 
 
 def check_layer(model, layer):
@@ -246,7 +322,9 @@ def unwrap_source(obj):
     A value in a ``GridSearchCV`` grid is cloned, which would reset a fitted
     source network; ``FrozenEstimator(source)`` survives that.
     """
-    if type(obj).__name__ == "FrozenEstimator" and hasattr(obj, "estimator"):
+    from sklearn.frozen import FrozenEstimator
+
+    if isinstance(obj, FrozenEstimator):
         return obj.estimator
     return obj
 
@@ -263,45 +341,63 @@ def is_unfitted_source(obj):
 
 
 def source_backbone(source):
-    """The pretrained part of a fitted skxfer MLP estimator, copied.
+    """The pretrained part of a fitted skxfer MLP estimator, as a new module.
 
-    Returns ``(module, n_features_in, extractor)``: the hidden layers (after the
-    source's own backbone, if it had one) as a module mapping the source's input
-    to its last hidden representation; the width of tabular input (None for
-    images); and the fitted extractor that preprocesses images (None for
-    tables).
+    Returns ``(module, n_features_in, preprocessing)``: the hidden layers (after
+    the source's own backbone, if it had one) mapping the source's input to its
+    last hidden representation; the width of tabular input (None for images);
+    and the preprocessing of the source's images (None for tables). The source
+    is only read.
     """
     source = unwrap_source(source)
     module = source.module_
-    if hasattr(module, "backbone"):  # a TransferNet: backbone + MLP head
+    extractor = getattr(source, "extractor_", None)
+    images = extractor is not None and not extractor._tabular
+    preprocessing = extractor.preprocessing_ if images else None
+    n_in = None if images else source.n_features_in_
+    if hasattr(module, "backbone"):  # backbone + MLP head
         body = nn.Sequential(
             OrderedDict(backbone=module.backbone, hidden=module.head.hidden)
         )
-        body = copy.deepcopy(body)
-        extractor = getattr(source, "extractor_", None)
-        n_in = None if extractor is not None and not extractor._tabular else (
-            source.n_features_in_
-        )
-        return body, n_in, extractor
-    return copy.deepcopy(module.hidden), source.n_features_in_, None
+        return copy.deepcopy(body).cpu(), n_in, preprocessing
+    return copy.deepcopy(module.hidden).cpu(), n_in, preprocessing
 
 
-def clone_keeping_fitted_sources(estimator, names):
-    """``clone`` that passes fitted source networks in ``names`` through as is.
+def clone_keeping_fitted_source(estimator, param):
+    """scikit-learn's ``clone``, except that a fitted source network in ``param``
+    is passed through as it is.
 
     ``GridSearchCV`` and ``cross_val_score`` clone every parameter; a fitted
     source network would come back unfitted, its pretraining lost. It is never
-    trained in place (``fit`` copies its weights), so sharing it is safe.
+    trained in place (``fit`` copies its weights), and its parameters cannot
+    be set through the clone (see :func:`refuse_nested_source_params`), so
+    sharing it is safe. Everything else -- other parameters, metadata
+    requests, ``set_output`` -- is cloned by scikit-learn's own code.
     """
-    from sklearn.base import clone
+    from sklearn.base import BaseEstimator
 
-    params = estimator.get_params(deep=False)
-    new_params = {
-        k: v if (k in names and is_fitted_source(v)) else clone(v, safe=False)
-        for k, v in params.items()
-    }
-    new = type(estimator)(**new_params)
-    config = getattr(estimator, "_sklearn_output_config", None)
-    if config is not None:
-        new._sklearn_output_config = copy.deepcopy(config)
+    value = getattr(estimator, param)
+    if not is_fitted_source(value):
+        return BaseEstimator.__sklearn_clone__(estimator)
+    donor = estimator.__class__.__new__(estimator.__class__)
+    donor.__dict__.update(estimator.__dict__)
+    setattr(donor, param, None)
+    new = BaseEstimator.__sklearn_clone__(donor)
+    setattr(new, param, value)
     return new
+
+
+def refuse_nested_source_params(estimator, param, params):
+    """Refuse ``set_params(param__x=...)`` on a fitted source network.
+
+    The source is shared with its owner (and with every clone); setting its
+    parameters through this estimator would change the user's source.
+    """
+    nested = sorted(k for k in params if k.startswith(param + "__"))
+    if nested and is_fitted_source(params.get(param, getattr(estimator, param))):
+        raise ValueError(
+            f"{param} is a fitted source network, shared with the object you "
+            f"passed; its parameters cannot be set through "
+            f"{type(estimator).__name__} (got {nested}). Fit a new source with "
+            "those parameters and pass it instead."
+        )

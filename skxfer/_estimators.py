@@ -25,12 +25,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ._backbones import (
-    clone_keeping_fitted_sources,
+    clone_keeping_fitted_source,
     is_fitted_source,
     is_unfitted_source,
-    source_backbone,
+    refuse_nested_source_params,
 )
-from ._device import cpu_module, device_is_valid, resolve_device, usable_device
+from ._device import device_is_valid, resolve_device, usable_device
 from ._extract import PretrainedFeatureExtractor
 from ._freezing import (
     backbone_param_groups,
@@ -41,22 +41,27 @@ from ._images import Labelled
 from ._mlp import ACTIVATIONS, INITS, MLP, TransferNet
 from ._net import (
     INFERENCE_BATCH_SIZE,
-    BatchIterator,
     SkxferNet,
     TensorData,
+    TrainingInterrupted,
     ValidSplit,
-    seeded,
     supports_fused,
 )
 from ._saving import is_saved_network, load_network, save_network
+from ._seeding import seeded
 from ._validation import (
+    PICKLE_FORMAT,
     any_of,
     check_params,
+    check_pickle_format,
+    commit_fitted,
+    fresh_copy,
     is_bool,
     is_int,
     is_none,
     is_real,
     one_of,
+    shallow_copy,
     validate_table,
 )
 
@@ -72,6 +77,9 @@ OPTIMIZERS = {
 # preprocessed images up to this size are kept in memory for training;
 # larger collections are decoded batch by batch in every epoch
 _IN_MEMORY_BYTES = 1 << 30
+# private fitted state (the public fitted attributes end with "_")
+_FITTED_PRIVATE = ("_rng", "_architecture", "_class_weights", "_class_weight_used",
+                   "_y_1d")
 # optimizers that take a ``momentum`` argument
 _WITH_MOMENTUM = (torch.optim.SGD, torch.optim.RMSprop)
 
@@ -183,13 +191,6 @@ _COMMON_SPEC = {
 }
 
 
-def _shallow_copy(obj):
-    """A new object sharing ``obj``'s attributes (no pickling, no deep copy)."""
-    new = obj.__class__.__new__(obj.__class__)
-    new.__dict__.update(obj.__dict__)
-    return new
-
-
 class _StopOnNonFinite(Callback):
     """Stop training with a clear error as soon as the loss is NaN or inf."""
 
@@ -216,7 +217,11 @@ class _BaseTransferMLP(BaseEstimator):
     def __sklearn_clone__(self):
         # a fitted source network as ``backbone`` stays fitted under clone, so a
         # grid search starts every candidate from the pretrained weights
-        return clone_keeping_fitted_sources(self, ("backbone",))
+        return clone_keeping_fitted_source(self, "backbone")
+
+    def set_params(self, **params):
+        refuse_nested_source_params(self, "backbone", params)
+        return super().set_params(**params)
 
     # ---- configuration --------------------------------------------------------
 
@@ -255,9 +260,30 @@ class _BaseTransferMLP(BaseEstimator):
         kwargs.update(self.optimizer_params or {})
         return cls, kwargs
 
+    def _features_first(self):
+        """Whether the model is "the extractor's features, then the head".
+
+        A wholly frozen backbone that is never released computes the same
+        features every epoch: they are computed once and skorch trains the
+        head on them (the same model, one backbone pass instead of one per
+        epoch). Once fitted this is read from the net, before from the
+        parameters.
+        """
+        if hasattr(self, "net_"):
+            return self.extractor_ is not None and not isinstance(
+                self.net_.module_, TransferNet
+            )
+        return self.backbone is not None and self.freeze is True and (
+            self.unfreeze_at is None
+        )
+
+    def _end_to_end_backbone(self):
+        """The backbone skorch trains with the head, or None."""
+        if self.extractor_ is None or self._features_first():
+            return None
+        return self.extractor_.backbone_
+
     def _build_module(self, n_features, n_outputs):
-        # with cached features skorch trains the head alone
-        backbone = None if self._features_cached else self._backbone_module
         head = MLP(
             n_features,
             self._hidden_sizes(),
@@ -267,6 +293,7 @@ class _BaseTransferMLP(BaseEstimator):
             dropout=self.dropout,
             init=self.init,
         )
+        backbone = self._end_to_end_backbone()
         if backbone is None:
             return head
         for p in backbone.parameters():
@@ -277,9 +304,10 @@ class _BaseTransferMLP(BaseEstimator):
         return module
 
     def _freeze_callbacks(self):
-        if self._backbone_module is None or self._features_cached:
+        backbone = self._end_to_end_backbone()
+        if backbone is None:
             return []
-        names = frozen_parameter_names(self.freeze, self._backbone_module)
+        names = frozen_parameter_names(self.freeze, backbone)
         if not names:
             return []
         patterns = [f"backbone.{n}" for n in names]
@@ -317,7 +345,7 @@ class _BaseTransferMLP(BaseEstimator):
             callbacks.append((name, copy.deepcopy(cb)))
         return callbacks
 
-    def _build_net(self, n_features, n_outputs, seed, device):
+    def _build_net(self, module, seed, device):
         opt_cls, opt_kwargs = self._optimizer_config(device)
         train_split = None
         if self.early_stopping:
@@ -326,16 +354,17 @@ class _BaseTransferMLP(BaseEstimator):
                 stratified=isinstance(self, ClassifierMixin),
                 random_state=seed,
             )
-        if self.backbone is not None and not self._features_cached:
+        backbone = self._end_to_end_backbone()
+        if backbone is not None:
             opt_kwargs["param_groups"] = backbone_param_groups(
-                self._backbone_module,
+                backbone,
                 self.lr * self.backbone_lr_factor,
                 self.backbone_lr_decay,
             )
         net = SkxferNet(
-            module=self._build_module(n_features, n_outputs),
+            module=module,
             bn_mode=self.bn_mode,
-            l2_sp=self.l2_sp if self.backbone is not None else 0.0,
+            l2_sp=self.l2_sp if backbone is not None else 0.0,
             criterion=self._criterion,
             optimizer=opt_cls,
             lr=self.lr,
@@ -360,7 +389,7 @@ class _BaseTransferMLP(BaseEstimator):
 
     def _loader_params(self, device):
         extractor = self.extractor_
-        if extractor is None:
+        if extractor is None or extractor._tabular or self._features_first():
             return {}
         workers = extractor._workers(n_images=None)
         pin = str(device).startswith("cuda")
@@ -393,8 +422,12 @@ class _BaseTransferMLP(BaseEstimator):
             raise
 
     def _resolve_backbone(self, X, device):
-        """The backbone as ``(module, width, extractor, n_features_in)``."""
-        backbone, name = self.backbone, type(self).__name__
+        """The backbone as a new fitted :class:`PretrainedFeatureExtractor`.
+
+        Whatever form ``backbone`` takes, it is only read: the extractor owns a
+        new module, the one the fitted estimator trains or runs.
+        """
+        backbone = self.backbone
         if is_unfitted_source(backbone):
             raise ValueError(
                 f"backbone is an unfitted {type(backbone).__name__}. Fit it on the "
@@ -402,83 +435,30 @@ class _BaseTransferMLP(BaseEstimator):
                 "under clone; as a value in a GridSearchCV grid it is cloned: "
                 "pass sklearn.frozen.FrozenEstimator(source) there.)"
             )
-        width = None  # known without a probe when an extractor was just fitted
-        if is_saved_network(backbone):
-            module, n_in = load_network(backbone)
-            extractor = None
-        elif is_fitted_source(backbone):
-            module, n_in, extractor = source_backbone(backbone)
-            if extractor is not None:
-                extractor = _shallow_copy(extractor)  # never change the source
-        else:
-            if isinstance(backbone, PretrainedFeatureExtractor):
-                extractor = clone(backbone).set_params(device=device)
-            else:  # a model name or a module of the user's
-                extractor = PretrainedFeatureExtractor(
-                    backbone,
-                    weights="DEFAULT" if isinstance(backbone, str) else None,
-                    device=device,
-                )
-            extractor.fit(X)  # runs one sample: the pooled output's width
-            module = copy.deepcopy(extractor.backbone_)
-            n_in = extractor.n_features_in_ if extractor._tabular else None
-            width = extractor.n_features_out_
-        if extractor is not None and extractor._tabular:
-            extractor = None  # feature vectors go in as they are
-        if extractor is not None:
-            # one network in memory: the extractor's becomes the one trained
-            extractor.backbone_ = module
-        if width is None:
-            sample = (
-                extractor.preprocess(X.iloc[:1] if hasattr(X, "iloc") else X[:1])
-                if extractor is not None
-                else torch.zeros(1, n_in)
+        if isinstance(backbone, PretrainedFeatureExtractor):
+            extractor = clone(backbone).set_params(device=device)
+        elif is_saved_network(backbone):
+            module, _ = load_network(backbone)
+            extractor = PretrainedFeatureExtractor(module, weights=None, device=device)
+        else:  # a model name, a fitted source or a module of the user's
+            extractor = PretrainedFeatureExtractor(
+                backbone,
+                weights="DEFAULT" if isinstance(backbone, str) else None,
+                device=device,
             )
-            with torch.inference_mode():
-                out = module.to(device).eval()(sample.to(device))
-            if out.ndim != 2:
-                raise ValueError(
-                    f"The backbone of {name} returns outputs of shape "
-                    f"{tuple(out.shape)}; the head needs one vector per sample "
-                    "(n_samples, n_features). Wrap it in a "
-                    "PretrainedFeatureExtractor with a pooling, or end it with "
-                    "torch.nn.Flatten()."
-                )
-            width = out.shape[1]
-        return module.cpu(), width, extractor, n_in
+        return extractor.fit(X)  # runs one sample: the output's width
 
     def _fit_inputs(self, X, y, reset, device):
-        """Validated training inputs (an array, or preprocessed image tensors)."""
-        if reset:
-            # A wholly frozen backbone that is never released computes the same
-            # features every epoch: compute them once and train the head on
-            # them (same model, one backbone pass instead of one per epoch).
-            self._features_cached = (
-                self.backbone is not None
-                and self.freeze is True
-                and self.unfreeze_at is None
-            )
-            # a fresh fit forgets the backbone of an earlier one
-            self._backbone_module = self.extractor_ = None
-        if self.backbone is None:
-            return self._validate_X_y(X, y, reset=reset)
-        if reset:
-            (
-                self._backbone_module,
-                self._backbone_width,
-                self.extractor_,
-                n_in,
-            ) = self._resolve_backbone(X, device)
-            self._n_in = n_in
-        if self.extractor_ is None:  # feature vectors
+        """Validated training inputs: an array, features, or image tensors."""
+        if reset and self.backbone is not None:
+            self.extractor_ = self._resolve_backbone(X, device)
+        elif reset:
+            self.extractor_ = None
+        extractor = self.extractor_
+        if extractor is None or extractor._tabular:  # feature vectors
             X, y = self._validate_X_y(X, y, reset=reset)
-            if self._n_in is not None and X.shape[1] != self._n_in:
-                raise ValueError(
-                    f"X has {X.shape[1]} features, but the backbone was trained on "
-                    f"{self._n_in}. Transfer needs the same input features."
-                )
-            if self._features_cached:
-                X = self._embed(TensorData(torch.as_tensor(X)), device)
+            if extractor is not None and self._features_first():
+                X = extractor.transform(X)
             return X, y
         classifier = isinstance(self, ClassifierMixin)
         y = check_array(
@@ -487,11 +467,11 @@ class _BaseTransferMLP(BaseEstimator):
         )
         if classifier:
             y = column_or_1d(y, warn=True)
-        if self._features_cached:  # stream the images once through the backbone
-            X = self._embed(self.extractor_.iter_preprocessed(X), device)
+        if self._features_first():  # stream the images once through the backbone
+            X = extractor.transform(X)
             check_consistent_length(X, y)
             return X, y
-        images = self.extractor_.image_dataset(X)
+        images = extractor.image_dataset(X)
         if len(images) != len(y):
             raise ValueError(
                 "Found input variables with inconsistent numbers of samples: "
@@ -500,45 +480,130 @@ class _BaseTransferMLP(BaseEstimator):
         nbytes = len(images) * images[0].numel() * 4
         if nbytes <= _IN_MEMORY_BYTES:
             # preprocessed once, batched from memory (fast path)
-            return TensorData(self.extractor_.preprocess(X)), y
+            return TensorData(extractor.preprocess(X)), y
         return images, y  # decoded and preprocessed batch by batch, each epoch
 
-    def _fit(self, X, y, *, incremental, epochs=None, classes=None):
+    def _fit(self, X, y, *, incremental, epochs=None, classes=None, partial=False):
         self._check_params()
+        if partial and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        if incremental:
+            self._check_architecture(partial)
+        # Everything is computed on a copy and handed over at the end, as
+        # scikit-learn's fit does: a fit that fails (bad data, divergence,
+        # Ctrl-C) leaves the earlier model intact, or the estimator unfitted.
+        new = shallow_copy(self) if incremental else fresh_copy(self, self._fitted())
+        try:
+            new._train(X, y, incremental=incremental, epochs=epochs, classes=classes,
+                       partial=partial)
+        except TrainingInterrupted as err:
+            raise err.__cause__ from None
+        commit_fitted(self, new, self._fitted() + tuple(new._fitted()))
+        return self
+
+    def _fitted(self):
+        """Names of the fitted attributes (public ones end with '_')."""
+        params = self.get_params(deep=False)
+        public = tuple(
+            k for k in self.__dict__
+            if k.endswith("_") and not k.startswith("_") and k not in params
+        )
+        return public + _FITTED_PRIVATE
+
+    def _check_architecture(self, partial):
+        """Continuing needs the network that was fitted: refuse a changed one."""
+        method = "partial_fit" if partial else "fit with warm_start=True"
+        for name, old in self._architecture.items():
+            new = self._architecture_params()[name]
+            if (new is not old) if name == "backbone" else (new != old):
+                raise ValueError(
+                    f"{method} continues training the fitted network, but "
+                    f"{name} changed from {old!r} to {new!r}, which changes the "
+                    f"network. Set {name} back, or fit anew (warm_start=False, "
+                    "or a new estimator for partial_fit)."
+                )
+
+    def _architecture_params(self):
+        freeze = self.freeze
+        return {
+            "hidden_layer_sizes": self._hidden_sizes(),
+            "activation": self.activation,
+            "batch_norm": bool(self.batch_norm),
+            "dropout": float(self.dropout),
+            "backbone": self.backbone,
+            "freeze": tuple(freeze) if isinstance(freeze, (list, tuple)) else freeze,
+            "unfreeze_at": self.unfreeze_at,
+            "l2_sp > 0": self.l2_sp > 0,
+        }
+
+    def _train(self, X, y, *, incremental, epochs, classes, partial):
+        """Validate, build and train; sets the fitted attributes on ``self``.
+
+        Runs on the copy that :meth:`_fit` makes, never on the user's object.
+        """
         name = type(self).__name__
         if incremental:
-            net, device, rng = self.net_, self.device_, self._rng
+            device = self.device_
+            rng = copy.deepcopy(self._rng)  # the earlier state keeps its own
         else:
             device = resolve_device(self.device, name)
             rng = check_random_state(self.random_state)
-            net = None
-        X, y = self._fit_inputs(X, y, reset=not incremental, device=device)
-        y_train, n_outputs = self._encode_targets(y, incremental, classes)
-        if isinstance(X, TensorData):
-            X = TensorData(X.X, torch.as_tensor(y_train))
-            if str(device) != "cpu":
-                X = X.to(device)
-            y_train = None
-        elif isinstance(X, Dataset):  # images streamed from their source
-            X = Labelled(X, torch.as_tensor(y_train))
-            y_train = None
+            self._architecture = self._architecture_params()
         seed = int(rng.randint(np.iinfo(np.int32).max))
         with seeded(seed, device):
-            if net is None:
+            X, y = self._fit_inputs(X, y, reset=not incremental, device=device)
+            y_train, n_outputs = self._encode_targets(
+                y, incremental, classes, partial
+            )
+            if isinstance(X, TensorData):
+                X = TensorData(X.X, torch.as_tensor(y_train))
+                if str(device) != "cpu":
+                    X = X.to(device)
+                y_train = None
+            elif isinstance(X, Dataset):  # images streamed from their source
+                X = Labelled(X, torch.as_tensor(y_train))
+                y_train = None
+        # a seed of its own: the head starts the same whatever the backbone drew
+        with seeded(seed, device):
+            if incremental:
+                net = self._continued_net(seed, device)
+            else:
                 n_features = (
-                    self._backbone_width if self.backbone is not None
+                    self.extractor_.n_features_out_ if self.extractor_ is not None
                     else X.shape[1]
                 )
-                net = self._build_net(n_features, n_outputs, seed, device)
+                module = self._build_module(n_features, n_outputs)
+                net = self._build_net(module, seed, device)
                 net.initialize()
-            else:
-                net.shuffle_rng = np.random.RandomState(seed)
             net.partial_fit(X, y_train, epochs=epochs)
         self.net_ = net
         self.device_ = device
         self._rng = rng
         self._record_history()
-        return self
+
+    def _continued_net(self, seed, device):
+        """A new skorch net over a copy of the fitted network.
+
+        The current hyper-parameters take effect (learning rate, epochs,
+        optimizer settings, callbacks); the weights, the history and -- for
+        the same optimizer class -- the optimizer's state carry over. The
+        fitted net is only read, so a failed continuation changes nothing.
+        """
+        old = self.net_
+        module = copy.deepcopy(old.module_)
+        if isinstance(module, TransferNet):
+            # the extractor runs the network being trained
+            extractor = shallow_copy(self.extractor_)
+            extractor.backbone_ = module.backbone
+            self.extractor_ = extractor
+        net = self._build_net(module, seed, device)
+        net.initialize()
+        net.history = copy.deepcopy(old.history)
+        if type(net.optimizer_) is type(old.optimizer_):
+            state = net.optimizer_.state_dict()
+            state["state"] = copy.deepcopy(old.optimizer_.state_dict()["state"])
+            net.optimizer_.load_state_dict(state)
+        return net
 
     def _record_history(self):
         history = self.net_.history
@@ -556,69 +621,56 @@ class _BaseTransferMLP(BaseEstimator):
         return hasattr(self, "net_")
 
     def __getstate__(self):
-        state = super().__getstate__()
-        # the backbone lives once in the pickle: in net_ (skorch pickles it,
-        # CPU-loadable) or, when its features were cached, here on the CPU
+        # a copy: BaseEstimator.__getstate__ may return the live __dict__
+        state = dict(super().__getstate__())
+        state["_skxfer_pickle"] = PICKLE_FORMAT
         extractor = state.get("extractor_")
-        if extractor is not None:
-            extractor = _shallow_copy(extractor)
+        if extractor is not None and "net_" in state and not self._features_first():
+            # trained end to end: the backbone is pickled once, inside net_
+            extractor = shallow_copy(extractor)
             extractor.backbone_ = None
             state["extractor_"] = extractor
-        if state.get("_features_cached"):
-            state["_backbone_module"] = cpu_module(state["_backbone_module"])
-        else:
-            state.pop("_backbone_module", None)
         return state
 
     def __setstate__(self, state):
+        fitted = "net_" in state
+        if fitted and state.get("_skxfer_pickle") is None and state.get(
+            "backbone"
+        ) is None:
+            # a plain MLP pickled by skxfer 0.1.0.dev0: the same fitted state
+            for key in ("_features_cached", "_backbone_module", "_backbone_width",
+                        "_n_in"):
+                state.pop(key, None)
+            state["_skxfer_pickle"] = PICKLE_FORMAT
+        check_pickle_format(self, state, fitted=fitted)
         super().__setstate__(state)
-        if not hasattr(self, "net_"):
+        if not fitted:
             return
         self.device_ = usable_device(self.device_, type(self).__name__)
-        if self.backbone is None:
-            self._backbone_module = None
-        elif not self._features_cached:
-            self._backbone_module = self.net_.module_.backbone
-        extractor = getattr(self, "extractor_", None)
+        extractor = self.extractor_
+        if extractor is not None and extractor.backbone_ is None:
+            extractor.backbone_ = self.net_.module_.backbone
         if extractor is not None:
-            extractor.backbone_ = self._backbone_module
             extractor.device_ = self.device_
 
     # ---- inference ------------------------------------------------------------
 
-    def _embed(self, batches, device, module=None):
-        """Run ``module`` (default: the frozen backbone) over ``batches``.
-
-        ``batches`` is a TensorData (batched here, padded so that results do
-        not depend on batch composition) or an iterable of input batches.
-        Returns a float32 array for the backbone, a CPU tensor for a module.
-        """
-        backbone = module if module is not None else self._backbone_module
-        backbone = backbone.to(device).eval()
-        padded = isinstance(batches, TensorData)
-        if padded:
-            batches = BatchIterator(batches, INFERENCE_BATCH_SIZE, device=device)
-        outputs = []
-        with torch.inference_mode():
-            for batch in batches:
-                if padded:
-                    out = backbone(batch[0])[: batch.n]
-                else:
-                    out = backbone(batch.to(device, non_blocking=True))
-                outputs.append(out.float().cpu())
-        out = torch.cat(outputs)
-        return out if module is not None else out.numpy()
-
     def _forward(self, X):
         check_is_fitted(self)
-        if self.extractor_ is not None:
-            # images: streamed batch by batch through the whole network
-            return self._embed(
-                self.extractor_.iter_preprocessed(X), self.device_, self.module_
-            )
-        X = validate_table(self, X, dtype=np.float32, reset=False)
-        if self._features_cached:
-            X = self._embed(TensorData(torch.as_tensor(X)), self.device_)
+        extractor = self.extractor_
+        if extractor is None or extractor._tabular:
+            X = validate_table(self, X, dtype=np.float32, reset=False)
+            if extractor is not None and self._features_first():
+                X = extractor.transform(X)
+        elif self._features_first():
+            X = extractor.transform(X)
+        else:  # images streamed batch by batch through the whole network
+            module = self.net_.module_.eval()
+            with torch.inference_mode():
+                return torch.cat([
+                    module(batch.to(self.device_, non_blocking=True)).float().cpu()
+                    for batch in extractor.iter_preprocessed(X)
+                ])
         with torch.inference_mode():
             return self.net_.forward(X)
 
@@ -655,9 +707,10 @@ class _BaseTransferMLP(BaseEstimator):
                 f"This {type(self).__name__} instance is not fitted yet; "
                 "call 'fit' first."
             )
-        if self._features_cached:
-            # skorch trained the head on cached features; put them back together
-            return TransferNet(self._backbone_module, self.net_.module_).eval()
+        if self._features_first():
+            # skorch trained the head on the extractor's features: the network
+            # is the two together (the same modules, not copies)
+            return TransferNet(self.extractor_.backbone_, self.net_.module_).eval()
         return self.net_.module_
 
     @property
@@ -968,9 +1021,10 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
                 "classes must be passed on the first call to partial_fit, e.g. "
                 "partial_fit(X, y, classes=np.unique(y_all))."
             )
-        return self._fit(X, y, incremental=incremental, epochs=1, classes=classes)
+        return self._fit(X, y, incremental=incremental, epochs=1, classes=classes,
+                         partial=True)
 
-    def _encode_targets(self, y, incremental, classes):
+    def _encode_targets(self, y, incremental, classes, partial):
         check_classification_targets(y)
         name = type(self).__name__
         if incremental:
@@ -1002,14 +1056,21 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
                 "False) to train on new classes."
             )
         y_encoded = np.searchsorted(known, y).astype(np.int64)
-        if not incremental:
-            self.classes_ = known
-            if self.class_weight is not None:
-                self._class_weights = self._class_weight_vector(y_encoded)
+        self.classes_ = known
+        # class weights come from the data of a whole fit; partial_fit keeps
+        # those of its first call unless class_weight is changed
+        if not (partial and incremental) or (
+            self.class_weight != getattr(self, "_class_weight_used", None)
+        ):
+            self._class_weight_used = self.class_weight
+            self._class_weights = (
+                None if self.class_weight is None
+                else self._class_weight_vector(y_encoded)
+            )
         return y_encoded, len(known)
 
     def _criterion_params(self):
-        if self.class_weight is None:
+        if self._class_weights is None:
             return {}
         return {
             "criterion__weight": torch.as_tensor(
@@ -1213,9 +1274,10 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         self : TransferMLPRegressor
             The updated estimator.
         """
-        return self._fit(X, y, incremental=hasattr(self, "net_"), epochs=1)
+        return self._fit(X, y, incremental=hasattr(self, "net_"), epochs=1,
+                         partial=True)
 
-    def _encode_targets(self, y, incremental, classes):
+    def _encode_targets(self, y, incremental, classes, partial):
         y = np.asarray(y, dtype=np.float32)
         y2d = y.reshape(-1, 1) if y.ndim == 1 else y
         if incremental and y2d.shape[1] != self.n_outputs_:

@@ -13,18 +13,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ._backbones import (
-    LayerTap,
-    check_layer,
-    clone_keeping_fitted_sources,
+    clone_keeping_fitted_source,
     copy_module,
+    cut_head,
     default_transform,
-    head_input_layer,
     input_channels,
     is_checkpoint_path,
     is_fitted_source,
     load_checkpoint,
     load_named_model,
+    refuse_nested_source_params,
     source_backbone,
+    tap_layer,
 )
 from ._device import cpu_module, device_is_valid, resolve_device, usable_device
 from ._images import (
@@ -35,9 +35,14 @@ from ._images import (
     check_array_values,
     stack_images,
 )
+from ._seeding import derive_seed, seeded
 from ._validation import (
+    PICKLE_FORMAT,
     any_of,
     check_params,
+    check_pickle_format,
+    commit_fitted,
+    fresh_copy,
     is_bool,
     is_int,
     is_none,
@@ -80,7 +85,15 @@ _SPEC = {
     "mixed_precision": (is_bool, "a bool"),
     "channels_last": (is_bool, "a bool"),
     "verbose": (is_int(0), "an int >= 0"),
+    "random_state": (
+        lambda v: v is None or is_int(0)(v) or isinstance(v, np.random.RandomState),
+        "None, an int >= 0 or a numpy RandomState",
+    ),
 }
+
+# what fit sets; a new fit replaces all of it at once
+_FITTED = ("backbone_", "preprocessing_", "n_features_out_", "device_",
+           "n_features_in_", "feature_names_in_", "_channels", "_tabular", "_conv")
 
 
 class _Pool(nn.Module):
@@ -166,12 +179,18 @@ class PretrainedFeatureExtractor(
         rounding).
     verbose : int, default=0
         Show a progress bar (tqdm) over the batches when > 0.
+    random_state : int, RandomState instance or None, default=0
+        Seeds the random weights of ``weights=None`` (and nothing else): the
+        default gives the same network in every process. None draws new ones
+        at every fit.
 
     Attributes
     ----------
     backbone_ : torch.nn.Module
-        The network that computes the features (head removed or layer tapped),
-        in eval mode, on ``device_``.
+        The network that computes the features, this extractor's own: a copy
+        of the model with its classifier head replaced by ``nn.Identity`` (or
+        cut at ``layer``), followed by the pooling when its output is not
+        already one vector per image; in eval mode, on ``device_``.
     preprocessing_ : callable or None
         The preprocessing actually used.
     n_features_out_ : int
@@ -209,6 +228,7 @@ class PretrainedFeatureExtractor(
         mixed_precision=False,
         channels_last=True,
         verbose=0,
+        random_state=0,
     ):
         self.model = model
         self.weights = weights
@@ -221,30 +241,30 @@ class PretrainedFeatureExtractor(
         self.mixed_precision = mixed_precision
         self.channels_last = channels_last
         self.verbose = verbose
+        self.random_state = random_state
 
     # ---- building -------------------------------------------------------------
 
     def _build(self):
-        """The backbone module, its preprocessing and its input channels."""
+        """A new backbone body, its preprocessing and the tabular input width.
+
+        Never changes ``model`` (a user's module or a source estimator): every
+        call builds a module of its own.
+        """
+        n_in = None
         if isinstance(self.model, str):
-            net = load_named_model(self.model, self.weights)
-            layer, side = self.layer, "output"
-            if layer is None:
-                layer, side = head_input_layer(net), "input"
+            net = load_named_model(
+                self.model, self.weights, seed=derive_seed(self.random_state)
+            )
+            if self.layer is None:
+                net = cut_head(net)
             transform = self.preprocessing
             if transform == "auto":
                 transform = default_transform(self.model, self.weights)
         elif is_fitted_source(self.model):
-            net, _, src_extractor = source_backbone(self.model)
-            net.eval()
-            for p in net.parameters():
-                p.requires_grad_(False)
-            layer, side = self.layer, "output"
-            transform = self.preprocessing
-            if transform == "auto":
-                transform = (
-                    src_extractor.preprocessing_ if src_extractor is not None else None
-                )
+            net, n_in, transform = source_backbone(self.model)
+            if self.preprocessing != "auto":
+                transform = self.preprocessing
         else:
             net = copy_module(self.model)
             if self.weights not in (None, "DEFAULT"):
@@ -254,17 +274,13 @@ class PretrainedFeatureExtractor(
                         f"a state-dict file; got {self.weights!r}."
                     )
                 load_checkpoint(net, self.weights)
-            net.eval()
-            for p in net.parameters():
-                p.requires_grad_(False)
-            layer, side = self.layer, "output"
             transform = None if self.preprocessing == "auto" else self.preprocessing
-        if layer is not None:
-            check_layer(net, layer)
-            body = LayerTap(net, layer, side)
-        else:
-            body = net
-        return nn.Sequential(body, _Pool(self.pooling)).eval(), transform, net
+        if self.layer is not None:
+            net = tap_layer(net, self.layer)
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net, transform, n_in
 
     def fit(self, X, y=None):
         """Build the network and load its weights; ``X`` fixes the output width.
@@ -284,25 +300,33 @@ class PretrainedFeatureExtractor(
             The fitted transformer.
         """
         check_params(self, _SPEC)
-        self.device_ = resolve_device(self.device, type(self).__name__)
-        backbone, transform, net = self._build()
-        self._channels = input_channels(net)
-        self._tabular = False
-        if self._is_tabular(X):
-            X = validate_table(self, X, dtype=np.float32, reset=True)
-            self._tabular = True
-        elif hasattr(self, "n_features_in_"):
-            del self.n_features_in_
-        self._conv = self._channels is not None
-        if isinstance(self.model, str) and self.device_ != "cpu":
-            # the process-wide cache keeps its CPU copy; this extractor gets its own
-            backbone = copy_module(backbone)
-        if self._conv and self.channels_last and self.device_ != "mps":
-            backbone = backbone.to(memory_format=torch.channels_last)
-        self.backbone_ = backbone.to(self.device_)
-        self.preprocessing_ = transform
-        first = self._features(X.iloc[:1] if hasattr(X, "iloc") else X[:1])
-        self.n_features_out_ = first.shape[1]
+        # everything is built on a fresh copy and assigned at the end: a fit
+        # that fails leaves an earlier fit intact (or the extractor unfitted)
+        new = fresh_copy(self, _FITTED)
+        new.device_ = resolve_device(self.device, type(self).__name__)
+        with seeded(derive_seed(self.random_state)):
+            body, new.preprocessing_, n_in = self._build()
+        new._channels = input_channels(body)
+        new._conv = new._channels is not None
+        new._tabular = self._is_tabular(X)
+        if new._tabular:
+            X = validate_table(new, X, dtype=np.float32, reset=True)
+            if n_in is not None and X.shape[1] != n_in:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but the backbone was trained "
+                    f"on {n_in}. Transfer needs the same input features."
+                )
+        if new._conv and self.channels_last and new.device_ != "mps":
+            body = body.to(memory_format=torch.channels_last)
+        new.backbone_ = body.to(new.device_)
+        first = X.iloc[:1] if hasattr(X, "iloc") else X[:1]
+        out = next(new._outputs(first))
+        if not (torch.is_tensor(out) and out.ndim == 2):
+            # spatial maps, token sequences or tuples: pool them to vectors
+            new.backbone_ = nn.Sequential(body, _Pool(self.pooling)).eval()
+            out = next(new._outputs(first))
+        new.n_features_out_ = out.shape[1]
+        commit_fitted(self, new, _FITTED)
         return self
 
     @property
@@ -386,7 +410,8 @@ class PretrainedFeatureExtractor(
             )
         return loader, len(loader)
 
-    def _features(self, X):
+    def _outputs(self, X):
+        """Yield the network's raw output for each batch of ``X``."""
         loader, n_batches = self._loader(X)
         if self.verbose:
             from tqdm.auto import tqdm
@@ -404,12 +429,13 @@ class PretrainedFeatureExtractor(
             if self._conv and self.channels_last and device.type != "mps"
             else torch.contiguous_format
         )
-        outputs = []
-        with torch.inference_mode(), autocast:
-            for batch in loader:
-                batch = batch.to(device, non_blocking=True)
-                if batch.ndim == 4:
-                    batch = batch.to(memory_format=memory_format)
+        empty = True
+        for batch in loader:
+            empty = False
+            batch = batch.to(device, non_blocking=True)
+            if batch.ndim == 4:
+                batch = batch.to(memory_format=memory_format)
+            with torch.inference_mode(), autocast:
                 try:
                     out = self.backbone_(batch)
                 except RuntimeError as err:
@@ -419,9 +445,12 @@ class PretrainedFeatureExtractor(
                         "the size and channels the network expects, or pass "
                         "preprocessing= that resizes them."
                     ) from err
-                outputs.append(out.float().cpu())
-        if not outputs:
+            yield out
+        if empty:
             raise ValueError("Found an empty collection of images; pass at least one.")
+
+    def _features(self, X):
+        outputs = [out.float().cpu() for out in self._outputs(X)]
         return torch.cat(outputs).numpy()
 
     def transform(self, X):
@@ -490,12 +519,15 @@ class PretrainedFeatureExtractor(
         return hasattr(self, "backbone_")
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # a copy: BaseEstimator.__getstate__ may return the live __dict__
+        state = dict(super().__getstate__())
         if state.get("backbone_") is not None:
             state["backbone_"] = cpu_module(state["backbone_"])
+        state["_skxfer_pickle"] = PICKLE_FORMAT
         return state
 
     def __setstate__(self, state):
+        check_pickle_format(self, state, fitted="backbone_" in state)
         super().__setstate__(state)
         if hasattr(self, "device_"):
             self.device_ = usable_device(self.device_, type(self).__name__)
@@ -504,7 +536,11 @@ class PretrainedFeatureExtractor(
 
     def __sklearn_clone__(self):
         # a fitted TransferMLP estimator as ``model`` stays fitted under clone
-        return clone_keeping_fitted_sources(self, ("model",))
+        return clone_keeping_fitted_source(self, "model")
+
+    def set_params(self, **params):
+        refuse_nested_source_params(self, "model", params)
+        return super().set_params(**params)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

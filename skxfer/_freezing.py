@@ -4,11 +4,16 @@ from fnmatch import fnmatch
 
 from torch import nn
 
+from ._mlp import Hidden
+
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def _descend(backbone):
-    """Look through single wrappers: ``(prefix, [(name, block)])``."""
+    """Look through single wrappers: ``(prefix, [(name, block)])``.
+
+    The hidden layers of an MLP are blocks however many there are.
+    """
     prefix, module = "", backbone
     while True:
         children = [
@@ -16,7 +21,7 @@ def _descend(backbone):
             for name, child in module.named_children()
             if any(True for _ in child.parameters())
         ]
-        if len(children) != 1:
+        if len(children) != 1 or isinstance(module, Hidden):
             return prefix, children
         name, module = children[0]
         prefix = f"{prefix}{name}."
@@ -27,7 +32,8 @@ def backbone_blocks(backbone):
 
     A block is a direct child that holds parameters; single wrappers (a
     ``Sequential`` of one trainable child, a layer tap around a model) are
-    looked through, so a torchvision ResNet gives conv1, bn1, layer1..layer4.
+    looked through, so a torchvision ResNet gives conv1, bn1, layer1..layer4
+    (its classifier ``fc`` is cut off before: it is no block).
     """
     prefix, children = _descend(backbone)
     return [(f"{prefix}{name}", child) for name, child in children]
@@ -116,7 +122,6 @@ def store_reference(module):
     for name, param in module.backbone.named_parameters():
         holder.register_buffer(name.replace(".", "__"), param.detach().clone())
     module.sp_reference = holder
-
 
 
 def backbone_param_groups(backbone, lr, decay=1.0):

@@ -71,6 +71,10 @@ def _init_linear(linear, init, activation):
     nn.init.zeros_(linear.bias)
 
 
+class Hidden(nn.Sequential):
+    """The hidden blocks of an :class:`MLP`; each block is one unit for freezing."""
+
+
 class MLP(nn.Module):
     """A backprop multilayer perceptron: ``hidden`` blocks, then ``output``.
 
@@ -120,7 +124,7 @@ class MLP(nn.Module):
             _init_linear(layers["linear"], init, activation)
             blocks.append(nn.Sequential(layers))
             width = size
-        self.hidden = nn.Sequential(*blocks)
+        self.hidden = Hidden(*blocks)
         self.output = nn.Linear(width, n_outputs)
         # the output layer feeds a loss, not an activation: Glorot with gain 1
         _init_linear(self.output, "default" if init == "default" else
@@ -128,7 +132,6 @@ class MLP(nn.Module):
 
     def forward(self, X):
         return self.output(self.hidden(X))
-
 
 
 class TransferNet(nn.Module):

@@ -9,11 +9,11 @@ shuffled index -- what a hand-written PyTorch loop does.
 """
 
 import math
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 from skorch import NeuralNet
+from skorch.callbacks import EarlyStopping
 from torch.utils.data import Dataset
 
 from ._freezing import l2_sp_penalty, set_backbone_mode
@@ -163,6 +163,18 @@ class ValidSplit:
         return dataset.subset(np.sort(train_idx)), dataset.subset(np.sort(valid_idx))
 
 
+class TrainingInterrupted(Exception):
+    """A KeyboardInterrupt during training; ``__cause__`` is the original."""
+
+
+def _raised_by_early_stopping(err):
+    """Whether ``err`` was raised by an EarlyStopping callback (its way to stop)."""
+    tb = err.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return isinstance(tb.tb_frame.f_locals.get("self"), EarlyStopping)
+
+
 class SkxferNet(NeuralNet):
     """A skorch ``NeuralNet`` with a fast path for in-memory tensors.
 
@@ -177,6 +189,19 @@ class SkxferNet(NeuralNet):
         self.shuffle_rng = shuffle_rng
         self.bn_mode = bn_mode
         self.l2_sp = l2_sp
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        # skorch's partial_fit ends training quietly on any KeyboardInterrupt,
+        # keeping a half-trained net; inside a scikit-learn estimator that
+        # would pass as a finished fit. Only EarlyStopping's own stop (it
+        # raises KeyboardInterrupt to end training) may end the loop early;
+        # any other interrupt (Ctrl-C) escapes skorch as TrainingInterrupted.
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt as err:
+            if _raised_by_early_stopping(err):
+                raise
+            raise TrainingInterrupted() from err
 
     def _set_training(self, training=True):
         # skorch sets the mode before every batch; walking the module tree each
@@ -229,28 +254,6 @@ class SkxferNet(NeuralNet):
             rng=self.shuffle_rng,
             device=self.device,
         )
-
-
-@contextmanager
-def seeded(seed, device="cpu"):
-    """Run a block under torch seed ``seed`` without touching the caller's RNGs.
-
-    The CPU generator (and the CUDA generator of ``device``) are forked, seeded,
-    and restored on exit, so fitting an estimator never changes what the user's
-    own ``torch.rand`` calls return.
-    """
-    device = torch.device(device)
-    cuda_devices = []
-    if device.type == "cuda":
-        cuda_devices = [
-            device.index if device.index is not None else torch.cuda.current_device()
-        ]
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.random.default_generator.manual_seed(seed)
-        for index in cuda_devices:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
-        yield
 
 
 def supports_fused(optimizer_cls, device):

@@ -103,3 +103,58 @@ def validate_table(estimator, *args, **kwargs):
         if "Sparse data was passed" in str(err):
             raise SparseInputError(str(err)) from err
         raise
+
+
+# ---- fitted state ------------------------------------------------------------------
+
+
+def shallow_copy(obj):
+    """A new object sharing ``obj``'s attributes (no pickling, no deep copy)."""
+    new = obj.__class__.__new__(obj.__class__)
+    new.__dict__.update(obj.__dict__)
+    return new
+
+
+def fresh_copy(estimator, fitted):
+    """A shallow copy of ``estimator`` without the fitted attributes ``fitted``.
+
+    ``fit`` builds its state on this copy and hands it over with
+    :func:`commit_fitted` once nothing can fail any more.
+    """
+    new = shallow_copy(estimator)
+    for name in fitted:
+        new.__dict__.pop(name, None)
+    return new
+
+
+def commit_fitted(estimator, new, fitted):
+    """Give ``estimator`` the fitted attributes ``fitted`` of ``new``, all at once.
+
+    Attributes the new fit did not set (``feature_names_in_`` after a fit on a
+    plain array, say) are removed, so no trace of an earlier fit remains.
+    """
+    for name in fitted:
+        if name in new.__dict__:
+            estimator.__dict__[name] = new.__dict__[name]
+        else:
+            estimator.__dict__.pop(name, None)
+
+
+# the layout of fitted skxfer objects in a pickle; version 1 (skxfer
+# 0.1.0.dev0) kept image backbones in several linked places
+PICKLE_FORMAT = 2
+
+
+def check_pickle_format(obj, state, fitted):
+    """Refuse a fitted object pickled in another layout, naming the versions."""
+    found = state.get("_skxfer_pickle", 1)
+    if fitted and found != PICKLE_FORMAT:
+        from . import __version__
+
+        raise ValueError(
+            f"This fitted {type(obj).__name__} was pickled by another skxfer "
+            f"version (pickle format {found}; skxfer 0.1.0.dev0 wrote format 1), "
+            f"which skxfer {__version__} (format {PICKLE_FORMAT}) cannot load. "
+            "Fit it again with this version, or load it with the version that "
+            "wrote it."
+        )

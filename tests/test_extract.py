@@ -224,7 +224,8 @@ def test_user_module_is_copied_not_changed(images):
     assert ext.fit_transform(images[:, :8, :8]).shape == (6, 64)
     assert cnn.training  # the user's module is left as it was
     assert all(torch.equal(before[k], v) for k, v in cnn.state_dict().items())
-    assert ext.backbone_[0].model is not cnn
+    assert ext.backbone_ is not cnn
+    assert not any(m._forward_hooks for m in cnn.modules())  # no hook left on it
 
 
 def test_clone_and_set_params_switch_the_model(images, resnet_ext):

@@ -145,7 +145,7 @@ def test_frozen_batchnorm_keeps_its_statistics(digit_images):
         clf = TransferMLPClassifier(
             (8,), backbone=net, freeze=freeze, bn_mode=bn_mode, max_epochs=1, **KW
         ).fit(X[:64], y[:64])
-        mean = clf.module_.backbone[0].bn.running_mean
+        mean = clf.module_.backbone.bn.running_mean
         assert (not torch.all(mean == 0.5)) == moves, (freeze, bn_mode)
     assert torch.all(net.bn.running_mean == 0.5)  # the user's module untouched
 
@@ -273,7 +273,7 @@ def test_grid_search_starts_every_candidate_from_the_pretrained_weights(
     build = TransferMLPClassifier._build_module
 
     def recording_build(self, n_features, n_outputs):
-        starts.append(self._backbone_module[0].linear.weight.detach().clone())
+        starts.append(self.extractor_.backbone_[0].linear.weight.detach().clone())
         return build(self, n_features, n_outputs)
 
     monkeypatch.setattr(TransferMLPClassifier, "_build_module", recording_build)
@@ -348,8 +348,8 @@ def test_regressor_with_a_module_backbone(halves):
     reg = TransferMLPRegressor((8,), backbone=body, freeze=False, max_epochs=5,
                                **KW).fit(X, y.astype(float))
     assert reg.predict(X[:3]).shape == (3,)
-    assert reg.module_.backbone[0][0].in_features == 64
-    assert not torch.equal(reg.module_.backbone[0][0].weight, body[0].weight)
+    assert reg.module_.backbone[0].in_features == 64
+    assert not torch.equal(reg.module_.backbone[0].weight, body[0].weight)
 
 
 class _CountingBody(nn.Module):
@@ -372,12 +372,12 @@ def test_frozen_backbone_features_are_computed_once(halves):
     cached = TransferMLPClassifier((8,), backbone=body, freeze=True,
                                    max_epochs=10, **KW).fit(X, y)
     # one pass over the training data (padded to a whole inference batch)
-    assert cached.module_.backbone[0].seen <= 256 + 2  # + two probes at fit
+    assert cached.module_.backbone.seen == 200 + 1  # + one probe at fit
     # the same model as freezing every parameter by pattern, which runs the
     # backbone every epoch
     every_epoch = TransferMLPClassifier((8,), backbone=body,
                                         freeze=["*"], max_epochs=10, **KW).fit(X, y)
-    assert every_epoch.module_.backbone[0].seen >= 10 * 200
+    assert every_epoch.module_.backbone.seen >= 10 * 200
     np.testing.assert_allclose(cached.predict_proba(X), every_epoch.predict_proba(X),
                                atol=1e-4)
     assert isinstance(cached.module_.head.output, nn.Linear)
@@ -444,11 +444,14 @@ def test_torchvision_backbone_freeze_by_its_own_layer_names():
     )
     clf = TransferMLPClassifier((), backbone=ext, freeze=["conv1.*", "layer[123].*"],
                                 max_epochs=1, **KW).fit(X, y)
-    body = clf.module_.backbone[0].model
+    body = clf.module_.backbone
     assert not any(p.requires_grad for p in body.layer3.parameters())
     assert all(p.requires_grad for p in body.layer4.parameters())
-    with pytest.raises(ValueError, match=r"\(7: \['conv1', 'bn1', 'layer1'"):
-        clf.set_params(freeze=8).fit(X, y)
+    # the classifier head is cut off: fc is no block of the backbone
+    assert not hasattr(body, "fc") or isinstance(body.fc, nn.Identity)
+    with pytest.raises(ValueError, match=r"\(6: \['conv1', 'bn1', 'layer1', "
+                       r"'layer2', 'layer3', 'layer4'\]\)"):
+        clf.set_params(freeze=7).fit(X, y)
     with pytest.raises(ValueError, match="For images, give the network an image "
                        "backbone"):
         TransferMLPClassifier(**KW).fit(X, y)
