@@ -3,7 +3,7 @@
 from ._estimators import TransferMLPClassifier, TransferMLPRegressor
 from ._extract import PretrainedFeatureExtractor
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "PretrainedFeatureExtractor",

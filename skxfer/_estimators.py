@@ -576,6 +576,9 @@ class _BaseTransferMLP(BaseEstimator):
                 net = self._build_net(module, seed, device)
                 net.initialize()
             net.partial_fit(X, y_train, epochs=epochs)
+        # fitted networks rest in eval mode: the extractor, module_ and
+        # predictions all see the trained BatchNorm statistics
+        net.module_.eval()
         self.net_ = net
         self.device_ = device
         self._rng = rng

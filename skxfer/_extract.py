@@ -96,6 +96,12 @@ _FITTED = ("backbone_", "preprocessing_", "n_features_out_", "device_",
            "n_features_in_", "feature_names_in_", "_channels", "_tabular", "_conv")
 
 
+def _loader_generator():
+    """A generator of its own for a DataLoader, which would otherwise draw its
+    workers' base seed from (and so change) the user's global torch RNG."""
+    return torch.Generator().manual_seed(0)
+
+
 class _Pool(nn.Module):
     """Global pooling of spatial maps (N, C, H, W) or token sequences (N, T, D)."""
 
@@ -399,6 +405,7 @@ class PretrainedFeatureExtractor(
             loader = DataLoader(
                 dataset, batch_size=None, num_workers=workers,
                 pin_memory=self.device_.startswith("cuda"),
+                generator=_loader_generator(),
             )
         else:
             dataset = ImageList(images, self.preprocessing_, self._channels)
@@ -407,6 +414,7 @@ class PretrainedFeatureExtractor(
                 num_workers=self._workers(len(images)),
                 collate_fn=stack_images,
                 pin_memory=self.device_.startswith("cuda"),
+                generator=_loader_generator(),
             )
         return loader, len(loader)
 
@@ -527,7 +535,9 @@ class PretrainedFeatureExtractor(
         return state
 
     def __setstate__(self, state):
-        check_pickle_format(self, state, fitted="backbone_" in state)
+        # (inside a TransferMLP estimator's pickle the backbone may be None: the
+        # estimator checks the format and links it)
+        check_pickle_format(self, state, fitted=state.get("backbone_") is not None)
         super().__setstate__(state)
         if hasattr(self, "device_"):
             self.device_ = usable_device(self.device_, type(self).__name__)
