@@ -87,13 +87,10 @@ def run(size, n_images, repeats, folder):
                 out.append(model(batch))
         return torch.cat(out).numpy()
 
+    # the same network as ``model`` (the extractor runs its own copy)
     ext = PretrainedFeatureExtractor(
-        resnet18(weights=None), weights=None, preprocessing=prep,
-        batch_size=BATCH, device="cpu",
+        model, weights=None, preprocessing=prep, batch_size=BATCH, device="cpu",
     )
-    # the same weights as ``model``
-    ext.model.load_state_dict(model.state_dict(), strict=False)
-    ext.model.fc = torch.nn.Identity()
     ext.fit(images[:1])
 
     contestants = [

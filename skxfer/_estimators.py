@@ -779,7 +779,12 @@ _DOC_COMMON_PARAMS = """
         The least decrease of the validation loss that counts as improvement.
     warm_start : bool, default=False
         When True, ``fit`` on a fitted estimator continues training from its
-        current weights (for ``max_epochs`` more epochs) instead of starting over.
+        current weights for ``max_epochs`` more epochs instead of starting
+        over. Changed training hyper-parameters (``lr``, optimizer settings,
+        callbacks, ...) take effect; the optimizer's state carries over when
+        its class is unchanged. A changed architecture (``hidden_layer_sizes``,
+        ``activation``, ``batch_norm``, ``dropout``, ``backbone``, ``freeze``,
+        ``unfreeze_at``, ``l2_sp`` on/off) raises a ``ValueError``.
     callbacks : list of skorch callbacks, default=None
         Extra skorch callbacks (or ``(name, callback)`` tuples), copied at fit,
         e.g. ``skorch.callbacks.LRScheduler``.
@@ -852,9 +857,20 @@ _DOC_COMMON_ATTRIBUTES = """
     history_ : skorch.History
         skorch's training history (``net_.history``).
     extractor_ : PretrainedFeatureExtractor or None
-        With an image backbone, the fitted extractor that preprocesses ``X``;
-        its network is the trained backbone, so ``extractor_.transform(X)``
-        gives the features the head sees.
+        With a backbone, the fitted extractor that owns it (a new module built
+        at ``fit``; ``module_.backbone`` is the same object) and preprocesses
+        ``X``: ``extractor_.transform(X)`` gives the features the head sees.
+        None without a backbone.
+"""
+
+
+_DOC_NOTES = """
+    Notes
+    -----
+    ``fit`` and ``partial_fit`` build and train on a copy and assign the
+    fitted attributes at the end: an exception -- bad data, a diverged loss,
+    a ``KeyboardInterrupt`` (Ctrl-C), which propagates -- leaves the earlier
+    model intact, or the estimator unfitted.
 """
 
 
@@ -885,7 +901,9 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
     --------
     TransferMLPRegressor : The same network for regression.
     sklearn.neural_network.MLPClassifier : scikit-learn's numpy MLP.
-
+"""
+        + _DOC_NOTES
+        + """
     Examples
     --------
     >>> from sklearn.datasets import load_digits
@@ -1156,7 +1174,9 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
     --------
     TransferMLPClassifier : The same network for classification.
     sklearn.neural_network.MLPRegressor : scikit-learn's numpy MLP.
-
+"""
+        + _DOC_NOTES
+        + """
     Examples
     --------
     >>> from sklearn.datasets import load_diabetes
