@@ -92,22 +92,45 @@ def resolve_weights(name, weights):
 
 
 def load_checkpoint(module, path):
-    """Load a state-dict file into ``module`` (``torch.load(weights_only=True)``)."""
+    """Load a state-dict file into ``module`` (``torch.load(weights_only=True)``).
+
+    Every refusal names the file and what it should be.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint file at {str(path)!r}.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise FileNotFoundError(
+            f"weights={str(path)!r}: no checkpoint file there. Pass the path of "
+            "a state dict saved with torch.save(model.state_dict(), path)."
+        )
+    should_be = "a state dict saved with torch.save(model.state_dict(), path)"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # text, pickled objects, a truncated file
+        raise ValueError(
+            f"weights={str(path)!r} is not {should_be}: torch.load could not read "
+            f"it as tensors ({type(err).__name__}). skxfer loads weights only, "
+            "never pickled objects."
+        ) from err
     if isinstance(state, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if key in state and isinstance(state[key], dict):
                 state = state[key]
                 break
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()
+    ):
         raise ValueError(
-            f"{str(path)!r} does not hold a state dict (got {type(state).__name__})."
-            " Save one with torch.save(model.state_dict(), path)."
+            f"weights={str(path)!r} does not hold {should_be} (got "
+            f"{type(state).__name__})."
         )
-    result = module.load_state_dict(state, strict=False)
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # tensors of other shapes
+        lines = [ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln]
+        raise ValueError(
+            f"The checkpoint {str(path)!r} does not fit the model: "
+            f"{'; '.join(lines[:3]) or err}."
+        ) from err
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
             f"The checkpoint {str(path)!r} does not fit the model: missing keys "
@@ -134,16 +157,20 @@ def _checkpoint_key(path):
     """A checkpoint file's identity by content: absolute path, size, mtime."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint file at {str(path)!r}.")
+        raise FileNotFoundError(
+            f"weights={str(path)!r}: no checkpoint file there. Pass the path of "
+            "a state dict saved with torch.save(model.state_dict(), path)."
+        )
     stat = path.stat()
     return str(path.resolve()), stat.st_size, stat.st_mtime_ns
 
 
-def load_named_model(name, weights, seed=0):
+def load_named_model(name, weights, seed=0, cache=True):
     """A new torchvision classification model: on the CPU, eval mode, frozen.
 
     ``seed`` draws the weights when ``weights`` is None (the same network in
     every process for the same seed). The caller's RNGs are left as they were.
+    ``cache=False`` keeps no prototype of random weights (a one-off seed).
     """
     check_model_name(name)
     weights = resolve_weights(name, weights)
@@ -159,6 +186,8 @@ def load_named_model(name, weights, seed=0):
             _CACHE.move_to_end(key)
     if prototype is None:
         prototype = _build_named_model(name, weights, seed)
+        if weights is None and not cache:
+            return prototype
         with _CACHE_LOCK:
             _CACHE[key] = prototype
             while len(_CACHE) > _CACHE_SIZE:
@@ -289,15 +318,25 @@ def tap_layer(model, layer):
     """A module giving ``layer``'s output of ``model`` (a copy of the caller's own).
 
     torchvision's ``create_feature_extractor`` (an FX graph that ends at the
-    layer) where the model can be traced, else a :class:`LayerTap`.
+    layer) where the model can be traced the same way in train and eval mode,
+    else a :class:`LayerTap`.
     """
     check_layer(model, layer)
+    from torch.fx import GraphModule
     from torchvision.models.feature_extraction import create_feature_extractor
 
     try:
-        return _Output(create_feature_extractor(model, {layer: "out"}))
+        dual = create_feature_extractor(model, {layer: "out"})
     except Exception:  # control flow torch.fx cannot trace, a non-node layer
         return LayerTap(model, layer)
+    train, evaluate = (
+        g.python_code("self").src for g in (dual.train_graph, dual.eval_graph)
+    )
+    if train != evaluate:
+        # the forward branches on self.training (functional dropout, stochastic
+        # depth): a pickled graph would keep one branch only
+        return LayerTap(model, layer)
+    return _Output(GraphModule(dual, dual.eval_graph))
 
 
 def check_layer(model, layer):
@@ -388,16 +427,35 @@ def clone_keeping_fitted_source(estimator, param):
 
 
 def refuse_nested_source_params(estimator, param, params):
-    """Refuse ``set_params(param__x=...)`` on a fitted source network.
+    """``params`` for ``set_params``, refusing changes to a fitted source network.
 
     The source is shared with its owner (and with every clone); setting its
-    parameters through this estimator would change the user's source.
+    parameters through this estimator would change the user's source. Values
+    equal to the source's own (``set_params(**get_params())``) are dropped.
     """
-    nested = sorted(k for k in params if k.startswith(param + "__"))
-    if nested and is_fitted_source(params.get(param, getattr(estimator, param))):
+    source = params.get(param, getattr(estimator, param))
+    if not is_fitted_source(source):
+        return params
+    current = source.get_params(deep=True)
+    prefix = param + "__"
+    changed = sorted(
+        k for k, v in params.items()
+        if k.startswith(prefix) and not _same(current.get(k[len(prefix):]), v)
+    )
+    if changed:
         raise ValueError(
             f"{param} is a fitted source network, shared with the object you "
             f"passed; its parameters cannot be set through "
-            f"{type(estimator).__name__} (got {nested}). Fit a new source with "
+            f"{type(estimator).__name__} (got {changed}). Fit a new source with "
             "those parameters and pass it instead."
         )
+    return {k: v for k, v in params.items() if not k.startswith(prefix)}
+
+
+def _same(a, b):
+    if a is b:
+        return True
+    try:
+        return bool(type(a) is type(b) and a == b)
+    except Exception:  # arrays and other values without a plain ==
+        return False

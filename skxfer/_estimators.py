@@ -47,11 +47,12 @@ from ._net import (
     ValidSplit,
     supports_fused,
 )
-from ._saving import is_saved_network, load_network, save_network
+from ._saving import load_network, looks_like_path, save_network
 from ._seeding import seeded
 from ._validation import (
     PICKLE_FORMAT,
     any_of,
+    check_magnitude,
     check_params,
     check_pickle_format,
     commit_fitted,
@@ -79,7 +80,7 @@ OPTIMIZERS = {
 _IN_MEMORY_BYTES = 1 << 30
 # private fitted state (the public fitted attributes end with "_")
 _FITTED_PRIVATE = ("_rng", "_architecture", "_class_weights", "_class_weight_used",
-                   "_y_1d")
+                   "_y_1d", "_split_seed", "_run_start")
 # optimizers that take a ``momentum`` argument
 _WITH_MOMENTUM = (torch.optim.SGD, torch.optim.RMSprop)
 
@@ -191,6 +192,61 @@ _COMMON_SPEC = {
 }
 
 
+def _token(value):
+    """A comparable stand-in for a parameter value: itself, or its identity."""
+    if value is None or isinstance(value, (str, bool, int, float, tuple)):
+        return (type(value).__name__, value)
+    return ("id", id(value))
+
+
+def _backbone_signature(backbone):
+    """What identifies a ``backbone`` value for warm starts.
+
+    A name or path by its text, an extractor spec by its parameters (so
+    ``set_params(backbone__pooling=...)`` counts as a change), anything else
+    (a module, a fitted source) by identity.
+    """
+    if isinstance(backbone, (str, os.PathLike)):
+        return ("path or name", os.fspath(backbone))
+    if isinstance(backbone, PretrainedFeatureExtractor):
+        params = backbone.get_params(deep=False)
+        return ("extractor", id(backbone),
+                tuple(sorted((k, _token(v)) for k, v in params.items())))
+    return ("object", id(backbone))
+
+
+def _carry_optimizer_state(old, new):
+    """Copy the optimizer state of ``old``'s parameters to ``new``'s, by name.
+
+    Only where the optimizer class and the parameter's group settings (all but
+    the learning rate) are unchanged: the state of Adam with ``amsgrad`` or of
+    another optimizer would not fit.
+    """
+    if type(old.optimizer_) is not type(new.optimizer_):
+        return
+
+    def by_name(net):
+        groups = {
+            id(p): {k: v for k, v in g.items() if k not in ("params", "lr",
+                                                            "initial_lr")}
+            for g in net.optimizer_.param_groups for p in g["params"]
+        }
+        return {
+            name: (p, groups.get(id(p)))
+            for name, p in net.module_.named_parameters()
+        }
+
+    before, after = by_name(old), by_name(new)
+    for name, (p_old, settings_old) in before.items():
+        if name not in after or p_old not in old.optimizer_.state:
+            continue
+        p_new, settings_new = after[name]
+        if settings_new is not None and settings_new == settings_old and (
+            p_new.shape == p_old.shape
+        ):
+            new.optimizer_.state[p_new] = copy.deepcopy(old.optimizer_.state[p_old])
+
+
 class _StopOnNonFinite(Callback):
     """Stop training with a clear error as soon as the loss is NaN or inf."""
 
@@ -220,8 +276,9 @@ class _BaseTransferMLP(BaseEstimator):
         return clone_keeping_fitted_source(self, "backbone")
 
     def set_params(self, **params):
-        refuse_nested_source_params(self, "backbone", params)
-        return super().set_params(**params)
+        return super().set_params(
+            **refuse_nested_source_params(self, "backbone", params)
+        )
 
     # ---- configuration --------------------------------------------------------
 
@@ -259,6 +316,20 @@ class _BaseTransferMLP(BaseEstimator):
             kwargs["fused"] = True
         kwargs.update(self.optimizer_params or {})
         return cls, kwargs
+
+    def _check_optimizer(self, device):
+        """Build the optimizer once on a probe tensor: a bad setting is named."""
+        cls, kwargs = self._optimizer_config(device)
+        try:
+            cls([torch.zeros(1, device=device, requires_grad=True)], lr=self.lr,
+                **kwargs)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"{cls.__name__} does not accept the settings {kwargs} (lr="
+                f"{self.lr}): {err}. Check optimizer_params (keyword arguments of "
+                f"{cls.__module__}.{cls.__name__}), momentum, nesterov and "
+                "weight_decay."
+            ) from err
 
     def _features_first(self):
         """Whether the model is "the extractor's features, then the head".
@@ -298,7 +369,7 @@ class _BaseTransferMLP(BaseEstimator):
             return head
         for p in backbone.parameters():
             p.requires_grad_(True)
-        module = TransferNet(backbone, head)
+        module = TransferNet(backbone, head, bn_mode=self.bn_mode)
         if self.l2_sp > 0:
             store_reference(module)
         return module
@@ -352,7 +423,8 @@ class _BaseTransferMLP(BaseEstimator):
             train_split = ValidSplit(
                 self.validation_fraction,
                 stratified=isinstance(self, ClassifierMixin),
-                random_state=seed,
+                # the same split in every continuation (warm start)
+                random_state=self._split_seed,
             )
         backbone = self._end_to_end_backbone()
         if backbone is not None:
@@ -363,7 +435,6 @@ class _BaseTransferMLP(BaseEstimator):
             )
         net = SkxferNet(
             module=module,
-            bn_mode=self.bn_mode,
             l2_sp=self.l2_sp if backbone is not None else 0.0,
             criterion=self._criterion,
             optimizer=opt_cls,
@@ -403,7 +474,7 @@ class _BaseTransferMLP(BaseEstimator):
 
     def _validate_X_y(self, X, y, reset):
         try:
-            return validate_table(
+            X, y = validate_table(
                 self,
                 X,
                 y,
@@ -420,6 +491,8 @@ class _BaseTransferMLP(BaseEstimator):
                     "module; or flatten them with X.reshape(len(X), -1)."
                 ) from err
             raise
+        check_magnitude(X)
+        return X, y
 
     def _resolve_backbone(self, X, device):
         """The backbone as a new fitted :class:`PretrainedFeatureExtractor`.
@@ -437,7 +510,7 @@ class _BaseTransferMLP(BaseEstimator):
             )
         if isinstance(backbone, PretrainedFeatureExtractor):
             extractor = clone(backbone).set_params(device=device)
-        elif is_saved_network(backbone):
+        elif looks_like_path(backbone):
             module, _ = load_network(backbone)
             extractor = PretrainedFeatureExtractor(module, weights=None, device=device)
         else:  # a model name, a fitted source or a module of the user's
@@ -513,25 +586,33 @@ class _BaseTransferMLP(BaseEstimator):
     def _check_architecture(self, partial):
         """Continuing needs the network that was fitted: refuse a changed one."""
         method = "partial_fit" if partial else "fit with warm_start=True"
+        current = self._architecture_params()
         for name, old in self._architecture.items():
-            new = self._architecture_params()[name]
-            if (new is not old) if name == "backbone" else (new != old):
+            if current[name] != old:
+                shown = {"backbone": self.backbone, "l2_sp > 0": self.l2_sp}
                 raise ValueError(
                     f"{method} continues training the fitted network, but "
-                    f"{name} changed from {old!r} to {new!r}, which changes the "
-                    f"network. Set {name} back, or fit anew (warm_start=False, "
-                    "or a new estimator for partial_fit)."
+                    f"{name.split()[0]} changed (now {shown.get(name, current[name])!r}"
+                    "), which changes the network. Set it back, or fit anew "
+                    "(warm_start=False, or a new estimator for partial_fit)."
                 )
 
     def _architecture_params(self):
+        """What decides the network's structure, in a comparable form."""
         freeze = self.freeze
+        if freeze is True or freeze is False:
+            freeze = "all" if freeze else "none"  # True == 1 in Python
+        elif isinstance(freeze, (list, tuple)):
+            freeze = tuple(freeze)
+        else:
+            freeze = ("blocks", int(freeze))
         return {
-            "hidden_layer_sizes": self._hidden_sizes(),
+            "hidden_layer_sizes": tuple(int(s) for s in self._hidden_sizes()),
             "activation": self.activation,
             "batch_norm": bool(self.batch_norm),
             "dropout": float(self.dropout),
-            "backbone": self.backbone,
-            "freeze": tuple(freeze) if isinstance(freeze, (list, tuple)) else freeze,
+            "backbone": _backbone_signature(self.backbone),
+            "freeze": freeze,
             "unfreeze_at": self.unfreeze_at,
             "l2_sp > 0": self.l2_sp > 0,
         }
@@ -549,7 +630,10 @@ class _BaseTransferMLP(BaseEstimator):
             device = resolve_device(self.device, name)
             rng = check_random_state(self.random_state)
             self._architecture = self._architecture_params()
+        self._check_optimizer(device)
         seed = int(rng.randint(np.iinfo(np.int32).max))
+        if not incremental:
+            self._split_seed = seed
         with seeded(seed, device):
             X, y = self._fit_inputs(X, y, reset=not incremental, device=device)
             y_train, n_outputs = self._encode_targets(
@@ -566,6 +650,7 @@ class _BaseTransferMLP(BaseEstimator):
         # a seed of its own: the head starts the same whatever the backbone drew
         with seeded(seed, device):
             if incremental:
+                self._run_start = len(self.net_.history)
                 net = self._continued_net(seed, device)
             else:
                 n_features = (
@@ -573,6 +658,7 @@ class _BaseTransferMLP(BaseEstimator):
                     else X.shape[1]
                 )
                 module = self._build_module(n_features, n_outputs)
+                self._run_start = 0
                 net = self._build_net(module, seed, device)
                 net.initialize()
             net.partial_fit(X, y_train, epochs=epochs)
@@ -595,6 +681,7 @@ class _BaseTransferMLP(BaseEstimator):
         old = self.net_
         module = copy.deepcopy(old.module_)
         if isinstance(module, TransferNet):
+            module.bn_mode = self.bn_mode
             # the extractor runs the network being trained
             extractor = shallow_copy(self.extractor_)
             extractor.backbone_ = module.backbone
@@ -602,10 +689,7 @@ class _BaseTransferMLP(BaseEstimator):
         net = self._build_net(module, seed, device)
         net.initialize()
         net.history = copy.deepcopy(old.history)
-        if type(net.optimizer_) is type(old.optimizer_):
-            state = net.optimizer_.state_dict()
-            state["state"] = copy.deepcopy(old.optimizer_.state_dict()["state"])
-            net.optimizer_.load_state_dict(state)
+        _carry_optimizer_state(old, net)
         return net
 
     def _record_history(self):
@@ -617,7 +701,12 @@ class _BaseTransferMLP(BaseEstimator):
             self.best_validation_loss_ = None
         else:
             self.validation_loss_curve_ = valid
-            self.best_validation_loss_ = float(np.nanmin(valid))
+            # the weights kept are the best of the latest run (warm starts
+            # continue from them, and early stopping restores within a run)
+            latest = valid[self._run_start:]
+            self.best_validation_loss_ = (
+                None if np.all(np.isnan(latest)) else float(np.nanmin(latest))
+            )
         self.n_iter_ = len(history)
 
     def __sklearn_is_fitted__(self):
@@ -645,10 +734,16 @@ class _BaseTransferMLP(BaseEstimator):
                         "_n_in"):
                 state.pop(key, None)
             state["_skxfer_pickle"] = PICKLE_FORMAT
+            state.setdefault("_class_weights", None)
+            state["_class_weight_used"] = state.get("class_weight")
+            state["_split_seed"] = 0
+            state["_run_start"] = 0
         check_pickle_format(self, state, fitted=fitted)
         super().__setstate__(state)
         if not fitted:
             return
+        if "_architecture" not in state:  # the old plain MLP: its parameters
+            self._architecture = self._architecture_params()
         self.device_ = usable_device(self.device_, type(self).__name__)
         extractor = self.extractor_
         if extractor is not None and extractor.backbone_ is None:
@@ -663,6 +758,7 @@ class _BaseTransferMLP(BaseEstimator):
         extractor = self.extractor_
         if extractor is None or extractor._tabular:
             X = validate_table(self, X, dtype=np.float32, reset=False)
+            check_magnitude(X)
             if extractor is not None and self._features_first():
                 X = extractor.transform(X)
         elif self._features_first():
@@ -843,7 +939,8 @@ _DOC_COMMON_ATTRIBUTES = """
     validation_loss_curve_ : list of float or None
         Validation loss of each epoch (``early_stopping=True``), else None.
     best_validation_loss_ : float or None
-        The lowest validation loss (whose weights are kept), else None.
+        The lowest validation loss of the latest ``fit`` (whose weights are
+        kept), else None.
     n_iter_ : int
         Number of epochs run (across ``warm_start`` and ``partial_fit`` calls).
     device_ : str
@@ -1047,6 +1144,14 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
 
     def _encode_targets(self, y, incremental, classes, partial):
         check_classification_targets(y)
+        if partial and self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight='balanced' is not supported for partial_fit: one "
+                "chunk does not show the class frequencies. Compute weights with "
+                "sklearn.utils.class_weight.compute_class_weight('balanced', "
+                "classes=classes, y=y) on a large enough sample of the targets "
+                "and pass them as class_weight={label: weight}."
+            )
         name = type(self).__name__
         if incremental:
             if classes is not None and not np.array_equal(

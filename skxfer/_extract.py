@@ -1,5 +1,7 @@
 """PretrainedFeatureExtractor: a pretrained network as a scikit-learn transformer."""
 
+from numbers import Integral
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -103,7 +105,7 @@ def _loader_generator():
 
 
 class _Pool(nn.Module):
-    """Global pooling of spatial maps (N, C, H, W) or token sequences (N, T, D)."""
+    """Global pooling of maps (N, C, H, W[, ...]) or token sequences (N, T, D)."""
 
     def __init__(self, pooling):
         super().__init__()
@@ -116,7 +118,9 @@ class _Pool(nn.Module):
             return x
         if self.pooling == "flatten":
             return x.flatten(1)
-        dims = tuple(range(2, x.ndim)) if x.ndim == 4 else (1,)
+        # (N, T, D) token sequences pool over T; (N, C, *spatial) maps over
+        # every spatial axis (2-d images, 3-d volumes), never over C
+        dims = (1,) if x.ndim == 3 else tuple(range(2, x.ndim))
         if self.pooling == "avg":
             return x.mean(dim=dims)
         return x.amax(dim=dims)
@@ -260,7 +264,8 @@ class PretrainedFeatureExtractor(
         n_in = None
         if isinstance(self.model, str):
             net = load_named_model(
-                self.model, self.weights, seed=derive_seed(self.random_state)
+                self.model, self.weights, seed=derive_seed(self.random_state),
+                cache=isinstance(self.random_state, Integral),
             )
             if self.layer is None:
                 net = cut_head(net)
@@ -437,6 +442,8 @@ class PretrainedFeatureExtractor(
             if self._conv and self.channels_last and device.type != "mps"
             else torch.contiguous_format
         )
+        if self.backbone_.training:  # put in train mode through a module_ view
+            self.backbone_.eval()
         empty = True
         for batch in loader:
             empty = False
@@ -446,6 +453,12 @@ class PretrainedFeatureExtractor(
             with torch.inference_mode(), autocast:
                 try:
                     out = self.backbone_(batch)
+                except torch.cuda.OutOfMemoryError as err:
+                    raise torch.cuda.OutOfMemoryError(
+                        f"The device ran out of memory on a batch of "
+                        f"{len(batch)} images: {err} Lower batch_size (now "
+                        f"{self.batch_size}), or set mixed_precision=True."
+                    ) from err
                 except RuntimeError as err:
                     raise ValueError(
                         "The network could not run on a batch of shape "
@@ -549,8 +562,9 @@ class PretrainedFeatureExtractor(
         return clone_keeping_fitted_source(self, "model")
 
     def set_params(self, **params):
-        refuse_nested_source_params(self, "model", params)
-        return super().set_params(**params)
+        return super().set_params(
+            **refuse_nested_source_params(self, "model", params)
+        )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

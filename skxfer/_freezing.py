@@ -4,18 +4,20 @@ from fnmatch import fnmatch
 
 from torch import nn
 
+from ._backbones import LayerTap
 from ._mlp import Hidden
-
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def _descend(backbone):
     """Look through single wrappers: ``(prefix, [(name, block)])``.
 
-    The hidden layers of an MLP are blocks however many there are.
+    The hidden layers of an MLP are blocks however many there are; a layer
+    tap's blocks end with the tapped layer (what comes after it never runs).
     """
     prefix, module = "", backbone
     while True:
+        if isinstance(module, LayerTap):
+            prefix, module = f"{prefix}model.", _before_tap(module)
         children = [
             (name, child)
             for name, child in module.named_children()
@@ -25,6 +27,17 @@ def _descend(backbone):
             return prefix, children
         name, module = children[0]
         prefix = f"{prefix}{name}."
+
+
+def _before_tap(tap):
+    """The tapped model's children up to the one holding the tapped layer."""
+    top = tap.layer.split(".")[0]
+    kept = nn.Module()
+    for name, child in tap.model.named_children():
+        kept.add_module(name, child)
+        if name == top:
+            break
+    return kept
 
 
 def backbone_blocks(backbone):
@@ -79,28 +92,6 @@ def frozen_parameter_names(freeze, backbone):
             )
         frozen.extend(h for h in hits if h not in frozen)
     return frozen
-
-
-def set_backbone_mode(module, bn_mode):
-    """After ``module.train()``: the parts of the backbone that must not change.
-
-    A wholly frozen backbone runs in eval mode (no dropout, BatchNorm keeps its
-    statistics): it is a fixed feature extractor. Otherwise a BatchNorm layer
-    whose parameters are all frozen keeps its running statistics; with
-    ``bn_mode='frozen'`` every BatchNorm layer of the backbone does.
-    """
-    backbone = getattr(module, "backbone", None)
-    if backbone is None:
-        return
-    if not any(p.requires_grad for p in backbone.parameters()):
-        backbone.eval()
-        return
-    for child in backbone.modules():
-        if isinstance(child, _BN):
-            params = list(child.parameters())
-            frozen = bool(params) and not any(p.requires_grad for p in params)
-            if bn_mode == "frozen" or frozen:
-                child.eval()
 
 
 def l2_sp_penalty(module):

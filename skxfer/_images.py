@@ -74,23 +74,46 @@ def as_image_collection(X):
 
 
 def array_to_nchw(X):
-    """An (N, H, W), (N, H, W, C) or (N, C, H, W) array -> (N, C, H, W)."""
+    """An (N, H, W), (N, H, W, C) or (N, C, H, W) array -> (N, C, H, W).
+
+    When both layouts fit (a (N, 3, 4, 4) batch: 3 channels of 4x4, or 3x4
+    images of 4 channels?) the square images win; a shape that stays
+    ambiguous is refused rather than guessed.
+    """
     if X.ndim == 3:
-        return X[:, None, :, :]
-    if X.ndim != 4:
+        X = X[:, None, :, :]
+    elif X.ndim != 4:
         raise ValueError(
             f"Found an image array with dim {X.ndim}; expected (n_images, height, "
             "width) for grayscale or 4 dimensions (n_images, height, width, "
             "channels) or (n_images, channels, height, width)."
         )
-    if X.shape[-1] in _CHANNELS:
+    if 0 in X.shape[1:]:
+        raise ValueError(
+            f"Found an image array of shape {X.shape}: images must have at least "
+            "one pixel and one channel."
+        )
+    nhwc, nchw = X.shape[-1] in _CHANNELS, X.shape[1] in _CHANNELS
+    if nhwc and nchw:
+        square_nhwc = X.shape[1] == X.shape[2]
+        square_nchw = X.shape[2] == X.shape[3]
+        if square_nhwc == square_nchw:
+            raise ValueError(
+                f"Cannot tell the channel axis of an image array of shape "
+                f"{X.shape}: both (N, H, W, C) and (N, C, H, W) fit. Pass a list "
+                "of PIL images, or move the channels last with "
+                "np.moveaxis(X, 1, -1) (they are then read as NHWC)."
+            )
+        nhwc, nchw = square_nhwc, square_nchw
+    if nhwc:
         return np.moveaxis(X, -1, 1)
-    if X.shape[1] in _CHANNELS:
+    if nchw:
         return X
     raise ValueError(
         f"Cannot tell the channel axis of an image array of shape {X.shape}: "
-        "neither the last axis (NHWC) nor the second (NCHW) has 1, 3 or 4 "
-        "channels."
+        "images need 1 (grayscale), 3 (RGB) or 4 (RGBA) channels on the last "
+        "axis (NHWC) or the second (NCHW). For another number of channels, "
+        "pass a module of your own with preprocessing= that handles them."
     )
 
 
@@ -99,10 +122,11 @@ def check_array_values(X):
     if X.dtype.kind == "f":
         if not np.isfinite(X).all():
             raise ValueError("Input images contain NaN or infinity.")
-        if X.size and X.max() > 1.5:
+        if X.size and (X.max() > 1.5 or X.min() < -0.5):
             warnings.warn(
-                f"Float images are expected in [0, 1], but the largest value is "
-                f"{X.max():.4g}. Divide by 255, or pass uint8 arrays.",
+                f"Float images are expected in [0, 1], but the values span "
+                f"[{X.min():.4g}, {X.max():.4g}]. Divide by 255 (for 0-255), "
+                "map [-1, 1] with (X + 1) / 2, or pass uint8 arrays.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -161,8 +185,15 @@ def load_image(item, index, channels):
                 arr = arr[None]
             elif arr.ndim == 3 and arr.shape[-1] in _CHANNELS:
                 arr = np.moveaxis(arr, -1, 0)
-            elif not (arr.ndim == 3 and arr.shape[0] in _CHANNELS):
+            elif arr.ndim != 3:
                 raise ValueError(f"an image array of shape {arr.shape}")
+            if arr.ndim == 3 and arr.shape[0] not in _CHANNELS and (
+                arr.shape[-1] not in _CHANNELS
+            ):
+                raise ValueError(
+                    f"an image array of shape {arr.shape}: images need 1, 3 or 4 "
+                    "channels, on the first or the last axis"
+                )
             check_array_values(arr)
             tensor = to_tensor_batch(arr)
     except Exception as err:
@@ -173,7 +204,25 @@ def load_image(item, index, channels):
     return match_channels(tensor, channels)
 
 
+# PIL modes of more than 8 bits per pixel (16-bit PNGs open as 'I;16', or
+# 'I' in older Pillow): scaled to float [0, 1] instead of clipped to 255
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def pil_to_tensor(img):
+    """A PIL image -> a CHW tensor, upright (EXIF orientation applied).
+
+    8-bit images give uint8; 16-bit ones give float32 in [0, 1].
+    """
+    from PIL import ImageOps
+
+    if img.getexif().get(0x0112, 1) != 1:  # EXIF Orientation: not upright
+        img = ImageOps.exif_transpose(img)
+    if img.mode in _WIDE_MODES:
+        arr = np.array(img, dtype=np.float32) / 65535.0
+        return torch.from_numpy(np.clip(arr, 0.0, 1.0)[None])
+    if img.mode == "F":
+        return torch.from_numpy(np.array(img, dtype=np.float32)[None])
     if img.mode not in ("RGB", "L"):
         img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
     arr = np.array(img)  # a writable copy (asarray of a PIL image is read-only)

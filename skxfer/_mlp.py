@@ -37,6 +37,7 @@ _GAIN_NAMES = {
     "selu": "selu",
 }
 _RELU_LIKE = ("relu", "leaky_relu", "elu", "gelu", "silu")
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def _init_linear(linear, init, activation):
@@ -140,12 +141,37 @@ class TransferNet(nn.Module):
     ``backbone`` maps the input to feature vectors (N, D); ``head`` is an
     :class:`MLP` from D to the target's outputs. Parameter names start with
     ``backbone.`` or ``head.``, which freezing and learning-rate groups use.
+
+    ``train()`` leaves the parts of the backbone that must not change in eval
+    mode: all of it when no parameter of it trains (a fixed feature
+    extractor: no dropout, BatchNorm keeps its statistics); otherwise every
+    BatchNorm layer whose parameters are frozen, and with
+    ``bn_mode='frozen'`` every BatchNorm layer of the backbone.
     """
 
-    def __init__(self, backbone, head):
+    def __init__(self, backbone, head, bn_mode="train"):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.bn_mode = bn_mode
 
     def forward(self, X):
         return self.head(self.backbone(X))
+
+    def train(self, mode=True):
+        super().train(mode)
+        if mode:
+            self._freeze_modes()
+        return self
+
+    def _freeze_modes(self):
+        backbone = self.backbone
+        if not any(p.requires_grad for p in backbone.parameters()):
+            backbone.eval()
+            return
+        for child in backbone.modules():
+            if isinstance(child, BATCH_NORMS):
+                params = list(child.parameters())
+                frozen = bool(params) and not any(p.requires_grad for p in params)
+                if getattr(self, "bn_mode", "train") == "frozen" or frozen:
+                    child.eval()

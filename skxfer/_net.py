@@ -8,6 +8,7 @@ tensor (moved to the device once when it fits), and each batch is one slice of a
 shuffled index -- what a hand-written PyTorch loop does.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -16,7 +17,8 @@ from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 from torch.utils.data import Dataset
 
-from ._freezing import l2_sp_penalty, set_backbone_mode
+from ._freezing import l2_sp_penalty
+from ._mlp import BATCH_NORMS
 
 # arrays up to this size are moved to the GPU once, instead of batch by batch
 _DEVICE_RESIDENT_BYTES = 1 << 30
@@ -73,24 +75,30 @@ class BatchIterator:
     can differ in the last bits.
     """
 
-    def __init__(self, dataset, batch_size, shuffle=False, rng=None, device="cpu"):
+    def __init__(self, dataset, batch_size, shuffle=False, rng=None, device="cpu",
+                 drop_single=False):
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.rng = rng
         self.device = device
+        # a training batch of one row cannot be batch-normalised: leave out a
+        # last batch of one (another row each epoch, as the order is shuffled)
+        self.drop_single = drop_single and len(dataset) % batch_size == 1 and (
+            len(dataset) > 1
+        )
 
     def __len__(self):
-        return math.ceil(len(self.dataset) / self.batch_size)
+        return math.ceil(len(self.dataset) / self.batch_size) - self.drop_single
 
     def __iter__(self):
         X, y = self.dataset.X, self.dataset.y
         n, bs = len(X), self.batch_size
         to_device = X.device != torch.device(self.device)
         if self.shuffle:
-            rng = self.rng if self.rng is not None else np.random.mtrand._rand
+            rng = self.rng if self.rng is not None else np.random.RandomState()
             order = torch.from_numpy(rng.permutation(n)).to(X.device)
-        for start in range(0, n, bs):
+        for start in range(0, n - self.drop_single, bs):
             if self.shuffle:
                 idx = order[start : start + bs]
                 Xb = X[idx]
@@ -183,11 +191,10 @@ class SkxferNet(NeuralNet):
     """
 
     def __init__(
-        self, *args, shuffle_rng=None, bn_mode="train", l2_sp=0.0, **kwargs
+        self, *args, shuffle_rng=None, l2_sp=0.0, **kwargs
     ):
         super().__init__(*args, **kwargs)
         self.shuffle_rng = shuffle_rng
-        self.bn_mode = bn_mode
         self.l2_sp = l2_sp
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
@@ -202,22 +209,6 @@ class SkxferNet(NeuralNet):
             if _raised_by_early_stopping(err):
                 raise
             raise TrainingInterrupted() from err
-
-    def _set_training(self, training=True):
-        # skorch sets the mode before every batch; walking the module tree each
-        # time costs more than the forward pass of a small MLP, so skip the walk
-        # when the root module is already in the requested mode.
-        module = getattr(self, "module_", None)
-        has_backbone = hasattr(module, "backbone")
-        if (
-            isinstance(module, torch.nn.Module)
-            and module.training == training
-            and not (training and has_backbone)
-        ):
-            return
-        super()._set_training(training)
-        if training and has_backbone:
-            set_backbone_mode(module, self.bn_mode)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         loss = super().get_loss(y_pred, y_true, X=X, training=training)
@@ -241,38 +232,59 @@ class SkxferNet(NeuralNet):
         return super().get_dataset(X, y)
 
     def get_iterator(self, dataset, training=False):
-        if not isinstance(dataset, TensorData):
-            return super().get_iterator(dataset, training=training)
         prefix = "iterator_train" if training else "iterator_valid"
-        batch_size = self.get_params_for(prefix).get("batch_size", self.batch_size)
+        kwargs = self.get_params_for(prefix)
+        batch_size = kwargs.get("batch_size", self.batch_size)
         if batch_size == -1:
             batch_size = len(dataset)
+        batch_norm = training and any(
+            isinstance(m, BATCH_NORMS) for m in self.module_.modules()
+        )
+        if batch_norm and len(dataset) < 2:
+            raise ValueError(
+                f"Batch normalisation needs at least 2 training samples; got "
+                f"{len(dataset)}. Pass more samples, or set batch_norm=False "
+                "(and, with early_stopping, a smaller validation_fraction)."
+            )
+        if not isinstance(dataset, TensorData):
+            # images streamed by a DataLoader (skorch's iterator)
+            if batch_norm and len(dataset) % batch_size == 1:
+                kwargs["drop_last"] = True
+            kwargs["batch_size"] = batch_size
+            iterator = self.iterator_train if training else self.iterator_valid
+            return iterator(dataset, **kwargs)
         return BatchIterator(
             dataset,
             batch_size=batch_size,
             shuffle=training,
             rng=self.shuffle_rng,
             device=self.device,
+            drop_single=batch_norm,
         )
 
 
 def supports_fused(optimizer_cls, device):
     """Whether ``optimizer_cls(..., fused=True)`` runs on ``device``.
 
-    The fused kernels of Adam, AdamW, SGD and Adagrad update all parameters in
+    The fused kernels (Adam, AdamW, SGD, Adagrad, ...) update all parameters in
     one call; on a CPU they train a small MLP about 20% faster than the default
-    per-tensor loop (see ``benchmarks/bench_mlp.py``). CPU support came in
-    torch 2.4.
+    per-tensor loop (see ``benchmarks/bench_mlp.py``). Which optimizer has one
+    on which device changed across torch releases (CPU kernels came in 2.4,
+    SGD's and Adagrad's later than Adam's), so the installed torch is asked:
+    the optimizer is built once on a one-element tensor of that device.
     """
-    if optimizer_cls not in (
-        torch.optim.Adam,
-        torch.optim.AdamW,
-        torch.optim.SGD,
-        torch.optim.Adagrad,
-    ):
+    return _fused_probe(optimizer_cls, torch.device(device).type)
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_probe(optimizer_cls, device_type):
+    if device_type not in ("cpu", "cuda"):
         return False
-    kind = torch.device(device).type
-    if kind == "cuda":
-        return True
-    version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
-    return kind == "cpu" and version >= (2, 4)
+    if device_type == "cuda" and not torch.cuda.is_available():
+        return False
+    try:
+        probe = torch.zeros(1, device=device_type, requires_grad=True)
+        optimizer_cls([probe], lr=0.1, fused=True)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return True

@@ -27,22 +27,38 @@ def save_network(estimator, path):
     torch.save({"format": _FORMAT, "config": config, "hidden": state}, path)
 
 
-def is_saved_network(value):
-    if not isinstance(value, (str, os.PathLike)):
+def looks_like_path(value):
+    """A path-like ``backbone``: a ``PathLike``, or a str naming a file."""
+    if isinstance(value, os.PathLike):
+        return True
+    if not isinstance(value, str):
         return False
-    path = Path(value)
-    return path.suffix in (".pt", ".pth") and path.is_file()
+    return (
+        os.sep in value or "/" in value
+        or Path(value).suffix.lower() in (".pt", ".pth", ".bin", ".ckpt")
+        or Path(value).is_file()
+    )
 
 
 def load_network(path):
     """``(hidden layers as a module, input width)`` from a saved network file."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise ValueError(
-            f"{str(path)!r} is not a network saved by skxfer's save_network. "
-            "For a state dict of a torch module, build the module and pass it "
-            "as backbone (or use PretrainedFeatureExtractor(model, weights=path))."
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"backbone={str(path)!r}: no file there. Pass the path of a network "
+            "written by save_network, or a torchvision model name."
         )
+    not_ours = (
+        f"backbone={str(path)!r} is not a network saved by skxfer's save_network. "
+        "For a state dict of a torch module, build the module and pass it "
+        "as backbone (or use PretrainedFeatureExtractor(model, weights=path))."
+    )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # text, objects that are not tensors, a truncated file
+        raise ValueError(f"{not_ours} ({type(err).__name__} on reading it.)") from err
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ValueError(not_ours)
     config = payload["config"]
     mlp = MLP(
         config["n_features"],

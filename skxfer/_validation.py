@@ -105,6 +105,23 @@ def validate_table(estimator, *args, **kwargs):
         raise
 
 
+# the largest magnitude whose square float32 still holds (about 1.8e19)
+_MAX_MAGNITUDE = float(np.sqrt(np.finfo(np.float32).max))
+
+
+def check_magnitude(X):
+    """Refuse features so large that float32 arithmetic overflows on them."""
+    if X.size and X.dtype.kind == "f":
+        top = float(np.max(np.abs(X)))
+        if top > _MAX_MAGNITUDE:
+            raise ValueError(
+                f"X holds values up to {top:.3g} in magnitude, beyond what float32 "
+                f"arithmetic can square ({_MAX_MAGNITUDE:.2g}): training would "
+                "overflow. Scale the features, e.g. with "
+                "sklearn.preprocessing.StandardScaler in a Pipeline."
+            )
+
+
 # ---- fitted state ------------------------------------------------------------------
 
 

@@ -47,36 +47,66 @@ def _features(args, paths):
     return ext, ext.transform(paths)
 
 
+_TABLE_SUFFIXES = (".npy", ".parquet", ".csv")
+
+
+def _safe_cell(value):
+    """A CSV cell that a spreadsheet will not run as a formula."""
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _check_output(path, option, suffixes=None):
+    """Refuse an output path before any work: a missing folder, a bad suffix."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"{option} {path}: the folder {folder!r} does not exist; create it "
+            "first."
+        )
+    if suffixes is not None:
+        suffix = os.path.splitext(path)[1].lower()
+        if suffix not in suffixes:
+            raise ValueError(
+                f"{option} {path}: unknown format {suffix or '(no suffix)'!r}; "
+                f"use one of {', '.join(suffixes)}."
+            )
+
+
 def _extract(args):
     """Features of every image of a folder, written with file names (and labels)."""
+    import csv
     import os
 
     import numpy as np
 
     from .datasets import load_image_folder
 
+    out = args.output
+    _check_output(out, "--output", _TABLE_SUFFIXES)
+    suffix = os.path.splitext(out)[1].lower()
+    if suffix != ".npy":
+        _require_pandas(suffix)
     paths, labels = load_image_folder(args.folder)
     print(f"{len(paths)} images in {args.folder}"
           + (f", {len(set(labels))} classes" if labels else ""), file=sys.stderr)
     _, feats = _features(args, paths)
-    out = args.output
-    suffix = os.path.splitext(out)[1].lower()
     if suffix == ".npy":
-        np.save(out, feats)
+        with open(out, "wb") as f:  # np.save(name) would append '.npy'
+            np.save(f, feats)
         index = os.path.splitext(out)[0] + ".files.csv"
-        with open(index, "w") as f:
-            f.write("file" + (",label" if labels else "") + "\n")
+        with open(index, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "label"] if labels else ["file"])
             for i, path in enumerate(paths):
-                f.write(path + (f",{labels[i]}" if labels else "") + "\n")
+                row = [path, labels[i]] if labels else [path]
+                writer.writerow([_safe_cell(v) for v in row])
         print(f"wrote {out} {feats.shape} and {index}")
         return 0
-    try:
-        import pandas as pd
-    except ImportError as err:
-        raise ImportError(
-            f"Writing {suffix or 'a table'} needs pandas (and pyarrow for "
-            '.parquet): pip install "skxfer[pandas]"; or write .npy.'
-        ) from err
+    import pandas as pd
+
     df = pd.DataFrame(feats, columns=[f"f{i}" for i in range(feats.shape[1])])
     df.insert(0, "file", paths)
     if labels:
@@ -84,9 +114,22 @@ def _extract(args):
     if suffix == ".parquet":
         df.to_parquet(out, index=False)
     else:
+        for column in ("file", "label"):
+            if column in df:
+                df[column] = df[column].map(_safe_cell)
         df.to_csv(out, index=False)
     print(f"wrote {out} {feats.shape}")
     return 0
+
+
+def _require_pandas(suffix):
+    try:
+        import pandas  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"Writing {suffix} needs pandas (and pyarrow for .parquet): "
+            'pip install "skxfer[pandas]"; or write .npy.'
+        ) from err
 
 
 def _cv(args):
@@ -101,6 +144,8 @@ def _cv(args):
 
     from .datasets import load_image_folder
 
+    if args.save:
+        _check_output(args.save, "--save")
     paths, labels = load_image_folder(args.folder)
     if labels is None or len(set(labels)) < 2:
         raise ValueError(
@@ -109,12 +154,15 @@ def _cv(args):
                         f"only the class {labels[0]!r}.")
         )
     labels = np.array(labels)
-    counts = {c: int((labels == c).sum()) for c in np.unique(labels)}
+    counts = {str(c): int((labels == c).sum()) for c in np.unique(labels)}
     n_splits = min(args.cv, min(counts.values()))
     if n_splits < 2:
         raise ValueError(
             f"cv needs at least 2 images per class; the counts are {counts}."
         )
+    if n_splits < args.cv:
+        print(f"--cv lowered from {args.cv} to {n_splits}: the smallest class has "
+              f"{n_splits} images.", file=sys.stderr)
     print(f"{len(paths)} images, classes {counts}; {n_splits}-fold "
           "cross-validation", file=sys.stderr)
     # the backbone is frozen: its features do not depend on the fold, so they
@@ -142,6 +190,20 @@ def _cv(args):
     return 0
 
 
+def _at_least(low):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer >= {low}; got {text!r}")
+        return value
+
+    return parse
+
+
 def _add_model_options(parser):
     parser.add_argument("folder", help="images: one sub-folder per class, or flat")
     parser.add_argument("--model", default="resnet18",
@@ -150,8 +212,8 @@ def _add_model_options(parser):
                         help="DEFAULT, a weights name, a local .pth file or none")
     parser.add_argument("--layer", default=None,
                         help="read this module's output (default: before the head)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--batch-size", type=_at_least(1), default=32)
+    parser.add_argument("--workers", type=_at_least(0), default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -194,7 +256,8 @@ def build_parser():
         "cv", help="cross-validate a frozen backbone + logistic regression on a "
         "folder of class sub-folders")
     _add_model_options(cv)
-    cv.add_argument("--cv", type=int, default=5, help="folds (default: 5)")
+    cv.add_argument("--cv", type=_at_least(2), default=5,
+                    help="folds, at least 2 (default: 5)")
     cv.add_argument("--C", type=float, default=1.0,
                     help="inverse regularisation of the logistic regression")
     cv.add_argument("--save", default=None,
@@ -207,7 +270,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError, ImportError) as err:
+    except (ValueError, OSError, ImportError, RuntimeError) as err:
         # what a user can fix (a folder, a file, a name, the network): one line
         print(f"skxfer {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -241,7 +241,7 @@ def test_warm_start_applies_changed_hyper_parameters(digits_small):
     for name, value in [("hidden_layer_sizes", (8,)), ("dropout", 0.5),
                         ("batch_norm", True), ("activation", "tanh")]:
         before = clf.predict_proba(X[:5])
-        with pytest.raises(ValueError, match=f"{name} changed from"):
+        with pytest.raises(ValueError, match=f"but {name} changed \\(now"):
             clone(clf).set_params(**{name: value})  # a clone may change it
             clf.set_params(**{name: value}).fit(X, y)
         clf.set_params(**{name: clf._architecture[name]})
@@ -526,3 +526,140 @@ def test_old_pickles_load_or_fail_clearly(digits_small):
                            r".*Fit it again"):
             pickle.load(f)
 
+
+
+# ---- continuing: state matched by name, changes seen through --------------------
+
+
+def test_warm_start_with_regrouped_or_new_optimizer_settings(images):
+    X, y = images
+    X, y = X[:60], y[:60] % 2
+    clf = TransferMLPClassifier((8,), backbone=cnn(), freeze=False, max_epochs=1,
+                                warm_start=True, **KW).fit(X, y)
+    old = {n: clf.net_.optimizer_.state[p]["exp_avg"].clone()
+           for n, p in clf.net_.module_.named_parameters()}
+    # new learning-rate groups reorder the parameters: state follows the names
+    clf.set_params(backbone_lr_decay=0.5).fit(X, y)
+    assert clf.n_iter_ == 2
+    for name, p in clf.net_.module_.named_parameters():
+        assert clf.net_.optimizer_.state[p]["exp_avg"].shape == old[name].shape
+    # settings that change the state's layout start it afresh
+    clf.set_params(optimizer_params={"amsgrad": True}).fit(X, y)
+    assert clf.n_iter_ == 3
+    clf.set_params(optimizer="rmsprop", optimizer_params=None).fit(X, y)
+    assert clf.n_iter_ == 4
+
+
+def test_warm_start_sees_changes_that_compare_equal(images):
+    X, y = images
+    X, y = X[:60], y[:60] % 2
+    clf = TransferMLPClassifier((8,), backbone=cnn(), freeze=1, max_epochs=1,
+                                warm_start=True, **KW).fit(X, y)
+    with pytest.raises(ValueError, match="freeze changed"):
+        clf.set_params(freeze=True).fit(X, y)  # True == 1, yet another network
+    spec = PretrainedFeatureExtractor(cnn(), weights=None)
+    clf = TransferMLPClassifier((8,), backbone=spec, freeze=False, max_epochs=1,
+                                warm_start=True, **KW).fit(X, y)
+    with pytest.raises(ValueError, match="backbone changed"):
+        clf.set_params(backbone__pooling="flatten").fit(X, y)
+    # an equal name that is another str object is no change
+    name = "".join(["resnet", "18"])
+    rgb = np.repeat(X[:8, :, :, None], 3, axis=3)
+    net = TransferMLPClassifier((), backbone=PretrainedFeatureExtractor(
+        name, weights=None, preprocessing=None), max_epochs=1, warm_start=True,
+        **KW).fit(rgb, y[:8])
+    net.set_params(backbone=PretrainedFeatureExtractor(
+        "".join(["resnet", "18"]), weights=None, preprocessing=None))
+    with pytest.raises(ValueError, match="backbone changed"):
+        net.fit(rgb, y[:8])  # another extractor object: another backbone
+
+
+def test_an_old_plain_pickle_continues_training(digits_small):
+    X, y = digits_small
+    with open(DATA / "mlp_skxfer_0.1.0.dev0.pkl", "rb") as f:
+        plain = pickle.load(f)
+    plain.set_params(warm_start=True, max_epochs=1).fit(X[:200], y[:200])
+    assert plain.n_iter_ == 4
+    plain.partial_fit(X[:200], y[:200])
+    assert plain.n_iter_ == 5
+
+
+class _FunctionalDropout(nn.Module):
+    """A forward that branches on ``self.training`` (functional dropout)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(64, 32)
+        self.b = nn.Linear(32, 16)
+        self.c = nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = torch.nn.functional.dropout(self.a(x), 0.5, self.training)
+        return self.c(self.b(h))
+
+
+def test_a_training_dependent_layer_tap_survives_pickling(digits_small):
+    X, y = digits_small
+    spec = PretrainedFeatureExtractor(_FunctionalDropout(), weights=None, layer="b")
+    clf = TransferMLPClassifier((4,), backbone=spec, freeze=False, max_epochs=1,
+                                **KW).fit(X, y)
+    loaded = pickle.loads(pickle.dumps(clf))
+    backbone = loaded.net_.module_.backbone.train()
+    x = torch.as_tensor(X[:4], dtype=torch.float32)
+    torch.manual_seed(0)
+    assert not torch.equal(backbone(x), backbone(x))  # dropout still active
+    backbone.eval()
+    np.testing.assert_allclose(loaded.predict_proba(X[:4]),
+                               clf.predict_proba(X[:4]), atol=1e-6)
+
+
+def test_layer_tap_blocks_end_at_the_tapped_layer(digits_small):
+    X, y = digits_small
+    spec = PretrainedFeatureExtractor(_FunctionalDropout(), weights=None, layer="b")
+    with pytest.raises(ValueError, match=r"\(2: \['a', 'b'\]\)"):
+        TransferMLPClassifier(backbone=spec, freeze=3, **KW).fit(X, y)
+    clf = TransferMLPClassifier((4,), backbone=spec, freeze=False, lr=0.01,
+                                backbone_lr_decay=0.5, max_epochs=1, **KW).fit(X, y)
+    backbone = clf.module_.backbone
+    lr_of = {id(p): g["lr"] for g in clf.net_.optimizer_.param_groups
+             for p in g["params"]}
+    assert lr_of[id(backbone.model.b.weight)] == pytest.approx(0.01)
+    assert lr_of[id(backbone.model.a.weight)] == pytest.approx(0.005)
+
+
+def test_best_validation_loss_is_that_of_the_weights_kept(digits_small):
+    X, y = digits_small
+    clf = TransferMLPClassifier((16,), early_stopping=True, n_iter_no_change=2,
+                                max_epochs=30, lr=0.01, warm_start=True, **KW)
+    clf.fit(X, y)
+    first_run = clf.n_iter_
+    clf.set_params(lr=0.5, max_epochs=3).fit(X, y)
+    latest = clf.validation_loss_curve_[first_run:]
+    assert clf.best_validation_loss_ == pytest.approx(min(latest))
+
+
+def test_set_params_of_get_params_with_a_fitted_source(source, digits_small):
+    from sklearn.pipeline import make_pipeline
+
+    est = TransferMLPClassifier(backbone=source, **KW)
+    est.set_params(**est.get_params())
+    pipe = make_pipeline(PretrainedFeatureExtractor(source, weights=None))
+    pipe.set_params(**pipe.get_params())
+    assert est.backbone is source and source.lr == 0.01
+
+
+def test_balanced_class_weight_with_partial_fit_is_refused(digits_small):
+    X, y = digits_small
+    clf = TransferMLPClassifier(class_weight="balanced", **KW)
+    with pytest.raises(ValueError, match="class_weight='balanced' is not supported "
+                       "for partial_fit"):
+        clf.partial_fit(X, y, classes=np.unique(y))
+
+
+def test_features_first_module_view_cannot_leave_train_mode(images):
+    X, y = images
+    clf = TransferMLPClassifier((8,), backbone=cnn(), max_epochs=2, **KW).fit(
+        X[:60], y[:60] % 2)
+    proba = clf.predict_proba(X[:10])
+    clf.module_.train()  # a view over the fitted modules
+    np.testing.assert_array_equal(clf.predict_proba(X[:10]), proba)
