@@ -6,11 +6,12 @@ torch module and a configured skorch net in ``fit``, and let skorch train it.
 
 import copy
 import os
+import warnings
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
@@ -45,6 +46,7 @@ from ._net import (
     TensorData,
     TrainingInterrupted,
     ValidSplit,
+    as_tensor_data,
     supports_fused,
 )
 from ._saving import load_network, looks_like_path, save_network
@@ -55,6 +57,7 @@ from ._validation import (
     check_magnitude,
     check_params,
     check_pickle_format,
+    check_sample_weight,
     commit_fitted,
     fresh_copy,
     is_bool,
@@ -247,6 +250,45 @@ def _carry_optimizer_state(old, new):
             new.optimizer_.state[p_new] = copy.deepcopy(old.optimizer_.state[p_old])
 
 
+class _ValidScore(Callback):
+    """Record each epoch's validation score as ``valid_score``: accuracy for a
+    classifier, R² for a regressor (weighted by ``sample_weight`` when given),
+    as scikit-learn's MLP records ``validation_scores_``."""
+
+    def __init__(self, classifier):
+        self.classifier = classifier
+
+    def on_epoch_begin(self, net, **kwargs):
+        self._pred, self._true, self._weight = [], [], []
+
+    def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
+        if training or y_pred is None:
+            return
+        target = batch[1]
+        if isinstance(target, dict):
+            if "sample_weight" in target:
+                self._weight.append(target["sample_weight"].detach().cpu())
+            target = target["y"]
+        self._pred.append(y_pred.detach().float().cpu())
+        self._true.append(target.detach().cpu())
+
+    def on_epoch_end(self, net, **kwargs):
+        if not self._pred:
+            return
+        from sklearn.metrics import accuracy_score, r2_score
+
+        pred = torch.cat(self._pred).numpy()
+        true = torch.cat(self._true).numpy()
+        weight = torch.cat(self._weight).numpy() if self._weight else None
+        if self.classifier:
+            score = accuracy_score(true, pred.argmax(axis=1), sample_weight=weight)
+        elif len(true) < 2:
+            score = np.nan
+        else:
+            score = r2_score(true, pred.reshape(true.shape), sample_weight=weight)
+        net.history.record("valid_score", float(score))
+
+
 class _StopOnNonFinite(Callback):
     """Stop training with a clear error as soon as the loss is NaN or inf."""
 
@@ -389,11 +431,30 @@ class _BaseTransferMLP(BaseEstimator):
             )
         return callbacks
 
-    def _build_callbacks(self):
+    def _build_callbacks(self, partial=False):
         quiet = not self.verbose
         callbacks = [("stop_on_non_finite", _StopOnNonFinite())]
         callbacks += self._freeze_callbacks()
+        if not self.early_stopping and not partial:
+            # scikit-learn's rule: stop once the training loss has not improved
+            # by tol for n_iter_no_change epochs (partial_fit runs one epoch)
+            callbacks.append(
+                (
+                    "training_plateau",
+                    EarlyStopping(
+                        monitor="train_loss",
+                        patience=self.n_iter_no_change,
+                        threshold=self.tol,
+                        threshold_mode="abs",
+                        load_best=False,
+                        sink=_noop if quiet else print,
+                    ),
+                )
+            )
         if self.early_stopping:
+            callbacks.append(
+                ("valid_score", _ValidScore(isinstance(self, ClassifierMixin)))
+            )
             callbacks.append(
                 (
                     "early_stopping",
@@ -416,7 +477,7 @@ class _BaseTransferMLP(BaseEstimator):
             callbacks.append((name, copy.deepcopy(cb)))
         return callbacks
 
-    def _build_net(self, module, seed, device):
+    def _build_net(self, module, seed, device, partial=False):
         opt_cls, opt_kwargs = self._optimizer_config(device)
         train_split = None
         if self.early_stopping:
@@ -446,7 +507,7 @@ class _BaseTransferMLP(BaseEstimator):
             iterator_train__shuffle=True,
             **self._loader_params(device),
             train_split=train_split,
-            callbacks=self._build_callbacks(),
+            callbacks=self._build_callbacks(partial),
             device=device,
             verbose=int(self.verbose),
             shuffle_rng=np.random.RandomState(seed),
@@ -556,7 +617,8 @@ class _BaseTransferMLP(BaseEstimator):
             return TensorData(extractor.preprocess(X)), y
         return images, y  # decoded and preprocessed batch by batch, each epoch
 
-    def _fit(self, X, y, *, incremental, epochs=None, classes=None, partial=False):
+    def _fit(self, X, y, *, incremental, epochs=None, classes=None, partial=False,
+             sample_weight=None):
         self._check_params()
         if partial and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -567,11 +629,22 @@ class _BaseTransferMLP(BaseEstimator):
         # Ctrl-C) leaves the earlier model intact, or the estimator unfitted.
         new = shallow_copy(self) if incremental else fresh_copy(self, self._fitted())
         try:
-            new._train(X, y, incremental=incremental, epochs=epochs, classes=classes,
-                       partial=partial)
+            converged = new._train(X, y, incremental=incremental, epochs=epochs,
+                                   classes=classes, partial=partial,
+                                   sample_weight=sample_weight)
         except TrainingInterrupted as err:
             raise err.__cause__ from None
         commit_fitted(self, new, self._fitted() + tuple(new._fitted()))
+        if not converged:
+            warnings.warn(
+                f"{type(self).__name__}: max_epochs={self.max_epochs} reached and "
+                f"the {'validation' if self.early_stopping else 'training'} loss "
+                f"still improved by more than tol={self.tol} within the last "
+                f"n_iter_no_change={self.n_iter_no_change} epochs. Raise "
+                "max_epochs (or fit on with warm_start=True) if it should go on.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         return self
 
     def _fitted(self):
@@ -617,10 +690,13 @@ class _BaseTransferMLP(BaseEstimator):
             "l2_sp > 0": self.l2_sp > 0,
         }
 
-    def _train(self, X, y, *, incremental, epochs, classes, partial):
+    def _train(self, X, y, *, incremental, epochs, classes, partial,
+               sample_weight=None):
         """Validate, build and train; sets the fitted attributes on ``self``.
 
         Runs on the copy that :meth:`_fit` makes, never on the user's object.
+        Returns whether training converged (stopped before ``max_epochs``, or
+        ran one ``partial_fit`` epoch).
         """
         name = type(self).__name__
         if incremental:
@@ -639,29 +715,32 @@ class _BaseTransferMLP(BaseEstimator):
             y_train, n_outputs = self._encode_targets(
                 y, incremental, classes, partial
             )
-            if isinstance(X, TensorData):
-                X = TensorData(X.X, torch.as_tensor(y_train))
-                if str(device) != "cpu":
-                    X = X.to(device)
-                y_train = None
+            weight = check_sample_weight(sample_weight, len(y_train))
+            extras = {} if weight is None else {
+                "sample_weight": torch.from_numpy(weight)
+            }
+            y_train = torch.as_tensor(y_train)
+            if isinstance(X, TensorData):  # preprocessed images
+                X = as_tensor_data(X.X, y_train, device, extras)
             elif isinstance(X, Dataset):  # images streamed from their source
-                X = Labelled(X, torch.as_tensor(y_train))
-                y_train = None
+                X = Labelled(X, y_train, extras)
+            else:  # feature vectors
+                X = as_tensor_data(X, y_train, device, extras)
         # a seed of its own: the head starts the same whatever the backbone drew
         with seeded(seed, device):
             if incremental:
                 self._run_start = len(self.net_.history)
-                net = self._continued_net(seed, device)
+                net = self._continued_net(seed, device, partial)
             else:
                 n_features = (
                     self.extractor_.n_features_out_ if self.extractor_ is not None
-                    else X.shape[1]
+                    else X.X.shape[1]
                 )
                 module = self._build_module(n_features, n_outputs)
                 self._run_start = 0
-                net = self._build_net(module, seed, device)
+                net = self._build_net(module, seed, device, partial)
                 net.initialize()
-            net.partial_fit(X, y_train, epochs=epochs)
+            net.partial_fit(X, None, epochs=epochs)
         # fitted networks rest in eval mode: the extractor, module_ and
         # predictions all see the trained BatchNorm statistics
         net.module_.eval()
@@ -669,8 +748,15 @@ class _BaseTransferMLP(BaseEstimator):
         self.device_ = device
         self._rng = rng
         self._record_history()
+        stopped = any(
+            isinstance(cb, EarlyStopping) and cb.misses_ >= cb.patience
+            for _, cb in net.callbacks_
+        )
+        return partial or stopped or self.n_iter_ - self._run_start < (
+            self.max_epochs
+        )
 
-    def _continued_net(self, seed, device):
+    def _continued_net(self, seed, device, partial):
         """A new skorch net over a copy of the fitted network.
 
         The current hyper-parameters take effect (learning rate, epochs,
@@ -686,7 +772,7 @@ class _BaseTransferMLP(BaseEstimator):
             extractor = shallow_copy(self.extractor_)
             extractor.backbone_ = module.backbone
             self.extractor_ = extractor
-        net = self._build_net(module, seed, device)
+        net = self._build_net(module, seed, device, partial)
         net.initialize()
         net.history = copy.deepcopy(old.history)
         _carry_optimizer_state(old, net)
@@ -695,6 +781,19 @@ class _BaseTransferMLP(BaseEstimator):
     def _record_history(self):
         history = self.net_.history
         self.loss_curve_ = [float(row["train_loss"]) for row in history]
+        self.loss_ = self.loss_curve_[-1]
+        scores = [float(row.get("valid_score", np.nan)) for row in history]
+        if self.early_stopping:
+            # as scikit-learn: with early stopping the best loss is not tracked
+            self.best_loss_ = None
+            self.validation_scores_ = scores
+            latest = scores[self._run_start:]
+            self.best_validation_score_ = (
+                None if np.all(np.isnan(latest)) else float(np.nanmax(latest))
+            )
+        else:
+            self.best_loss_ = float(np.min(self.loss_curve_))
+            self.validation_scores_ = self.best_validation_score_ = None
         valid = [float(row.get("valid_loss", np.nan)) for row in history]
         if np.all(np.isnan(valid)):
             self.validation_loss_curve_ = None
@@ -862,17 +961,23 @@ _DOC_COMMON_PARAMS = """
     batch_size : int, default=200
         Samples per gradient step (the last batch of an epoch may be smaller).
     max_epochs : int, default=200
-        Passes over the training data (the most, with ``early_stopping``).
+        The most passes over the training data. Reaching it before the loss
+        settles gives a ``ConvergenceWarning``, as scikit-learn's ``max_iter``.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data, stop when the
         validation loss has not improved by ``tol`` for ``n_iter_no_change``
-        epochs, and keep the weights of the best epoch.
+        epochs, and keep the weights of the best epoch. Without it, training
+        stops when the training loss has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs (scikit-learn's rule; not in
+        ``partial_fit``, which runs one epoch).
     validation_fraction : float, default=0.1
         Share of the training data held out when ``early_stopping`` is on.
     n_iter_no_change : int, default=10
-        Patience of early stopping, in epochs.
+        Epochs without an improvement of at least ``tol`` (of the validation
+        loss with ``early_stopping``, else of the training loss) after which
+        training stops.
     tol : float, default=1e-4
-        The least decrease of the validation loss that counts as improvement.
+        The least decrease of the loss that counts as improvement.
     warm_start : bool, default=False
         When True, ``fit`` on a fitted estimator continues training from its
         current weights for ``max_epochs`` more epochs instead of starting
@@ -934,8 +1039,18 @@ _DOC_COMMON_ATTRIBUTES = """
         Number of features seen during ``fit``.
     feature_names_in_ : ndarray of str
         Column names of ``X`` when it was a DataFrame with string column names.
+    loss_ : float
+        The training loss of the last epoch.
     loss_curve_ : list of float
-        Training loss at the end of each epoch.
+        Training loss of each epoch.
+    best_loss_ : float or None
+        The lowest training loss; None with ``early_stopping`` (as in
+        scikit-learn).
+    validation_scores_ : list of float or None
+        With ``early_stopping``, the score of each epoch on the held-out part
+        (accuracy, or R² for the regressor), as ``score`` computes it.
+    best_validation_score_ : float or None
+        The best of ``validation_scores_`` in the latest ``fit``.
     validation_loss_curve_ : list of float or None
         Validation loss of each epoch (``early_stopping=True``), else None.
     best_validation_loss_ : float or None
@@ -1097,7 +1212,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
             ),
         }
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the network to data ``X`` and class labels ``y``.
 
         Parameters
@@ -1106,6 +1221,11 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
             Training data; cast to float32.
         y : array-like of shape (n_samples,)
             Class labels (ints, strings or bools; at least two classes).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples in the loss, which is the weighted mean
+            ``sum(w_i * c_i * l_i) / sum(w_i * c_i)`` over each batch (``c``:
+            the class weights; the validation loss is weighted the same way).
+            None: equal weights.
 
         Returns
         -------
@@ -1113,9 +1233,9 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
             The fitted estimator.
         """
         incremental = self.warm_start and hasattr(self, "net_")
-        return self._fit(X, y, incremental=incremental)
+        return self._fit(X, y, incremental=incremental, sample_weight=sample_weight)
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train for one epoch on ``(X, y)``, continuing from the current weights.
 
         Parameters
@@ -1127,6 +1247,11 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         classes : array-like of shape (n_classes,), default=None
             Every class label that will ever be seen; needed on the first call,
             since one chunk may not contain them all.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples in the loss, which is the weighted mean
+            ``sum(w_i * c_i * l_i) / sum(w_i * c_i)`` over each batch (``c``:
+            the class weights; the validation loss is weighted the same way).
+            None: equal weights.
 
         Returns
         -------
@@ -1140,7 +1265,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
                 "partial_fit(X, y, classes=np.unique(y_all))."
             )
         return self._fit(X, y, incremental=incremental, epochs=1, classes=classes,
-                         partial=True)
+                         partial=True, sample_weight=sample_weight)
 
     def _encode_targets(self, y, incremental, classes, partial):
         check_classification_targets(y)
@@ -1237,6 +1362,22 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         """
         logits = self._forward(X)
         return torch.softmax(logits.double(), dim=1).numpy()
+
+    def predict_log_proba(self, X):
+        """Logarithms of the class probabilities of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The samples.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            ``log(predict_proba(X))``, computed stably (log-softmax).
+        """
+        logits = self._forward(X)
+        return torch.log_softmax(logits.double(), dim=1).numpy()
 
     def predict(self, X):
         """Predicted class labels of ``X``.
@@ -1369,7 +1510,7 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         self.l2_sp = l2_sp
         self.bn_mode = bn_mode
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the network to data ``X`` and targets ``y``.
 
         Parameters
@@ -1378,6 +1519,11 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
             Training data; cast to float32.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples in the loss, which is the weighted mean
+            ``sum(w_i * c_i * l_i) / sum(w_i * c_i)`` over each batch (``c``:
+            the class weights; the validation loss is weighted the same way).
+            None: equal weights.
 
         Returns
         -------
@@ -1385,9 +1531,9 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
             The fitted estimator.
         """
         incremental = self.warm_start and hasattr(self, "net_")
-        return self._fit(X, y, incremental=incremental)
+        return self._fit(X, y, incremental=incremental, sample_weight=sample_weight)
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """Train for one epoch on ``(X, y)``, continuing from the current weights.
 
         Parameters
@@ -1396,6 +1542,11 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
             A chunk of training data.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Its targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples in the loss, which is the weighted mean
+            ``sum(w_i * c_i * l_i) / sum(w_i * c_i)`` over each batch (``c``:
+            the class weights; the validation loss is weighted the same way).
+            None: equal weights.
 
         Returns
         -------
@@ -1403,7 +1554,7 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
             The updated estimator.
         """
         return self._fit(X, y, incremental=hasattr(self, "net_"), epochs=1,
-                         partial=True)
+                         partial=True, sample_weight=sample_weight)
 
     def _encode_targets(self, y, incremental, classes, partial):
         y = np.asarray(y, dtype=np.float32)

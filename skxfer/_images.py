@@ -278,23 +278,33 @@ class ArrayImages(Dataset):
 
 
 class Labelled(Dataset):
-    """Pairs the items of an image dataset with targets: ``(image, y[i])``."""
+    """Pairs the items of an image dataset with targets: ``(image, y[i])``.
 
-    def __init__(self, images, y):
+    With per-sample ``extras`` (e.g. ``{"sample_weight": w}``) the target is
+    the dict ``{"y": y[i], name: extra[i], ...}``, as for in-memory data.
+    """
+
+    def __init__(self, images, y, extras=None):
         self.images = images
         self.y = y
+        self.extras = extras or {}
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, i):
-        return self.images[i], self.y[i]
+        if not self.extras:
+            return self.images[i], self.y[i]
+        return self.images[i], {
+            "y": self.y[i], **{k: v[i] for k, v in self.extras.items()}
+        }
 
     def subset(self, indices):
         from torch.utils.data import Subset
 
         indices = [int(i) for i in indices]
-        return Labelled(Subset(self.images, indices), self.y[indices])
+        return Labelled(Subset(self.images, indices), self.y[indices],
+                        {k: v[indices] for k, v in self.extras.items()})
 
 
 class ArrayBatches(ArrayImages):

@@ -27,32 +27,48 @@ INFERENCE_BATCH_SIZE = 256
 
 
 class TensorData(Dataset):
-    """In-memory features ``X`` and optional targets ``y``, as tensors.
+    """In-memory features ``X``, optional targets ``y`` and per-sample extras.
 
-    Supports the ``Dataset`` protocol (so any skorch callback or a plain
-    ``DataLoader`` can read it), and is batched fast by :class:`BatchIterator`.
+    ``extras`` maps names (``"sample_weight"``; later domain labels) to
+    tensors with one entry per sample; with extras, a batch's target is the
+    dict ``{"y": y_batch, name: extra_batch, ...}`` (see
+    :meth:`SkxferNet.get_loss`). Supports the ``Dataset`` protocol (so any
+    skorch callback or a plain ``DataLoader`` can read it), and is batched fast
+    by :class:`BatchIterator`.
     """
 
-    def __init__(self, X, y=None):
+    def __init__(self, X, y=None, extras=None):
         self.X = X
         self.y = y
+        self.extras = extras or {}
 
     def __len__(self):
         return len(self.X)
 
+    def target(self, index):
+        """The target of the samples at ``index``: ``y``, or a dict with extras."""
+        if self.y is None:
+            return None
+        if not self.extras:
+            return self.y[index]
+        return {"y": self.y[index],
+                **{k: v[index] for k, v in self.extras.items()}}
+
     def __getitem__(self, i):
-        yi = self.y[i] if self.y is not None else torch.zeros(0)
-        return self.X[i], yi
+        yi = self.target(i)
+        return self.X[i], torch.zeros(0) if yi is None else yi
 
     def subset(self, indices):
         indices = torch.as_tensor(indices, dtype=torch.long)
         return TensorData(
-            self.X[indices], None if self.y is None else self.y[indices]
+            self.X[indices], None if self.y is None else self.y[indices],
+            {k: v[indices] for k, v in self.extras.items()},
         )
 
     def to(self, device):
         return TensorData(
-            self.X.to(device), None if self.y is None else self.y.to(device)
+            self.X.to(device), None if self.y is None else self.y.to(device),
+            {k: v.to(device) for k, v in self.extras.items()},
         )
 
 
@@ -99,16 +115,12 @@ class BatchIterator:
             rng = self.rng if self.rng is not None else np.random.RandomState()
             order = torch.from_numpy(rng.permutation(n)).to(X.device)
         for start in range(0, n - self.drop_single, bs):
-            if self.shuffle:
-                idx = order[start : start + bs]
-                Xb = X[idx]
-                yb = None if y is None else y[idx]
-            else:
-                Xb = X[start : start + bs]
-                yb = None if y is None else y[start : start + bs]
+            idx = order[start : start + bs] if self.shuffle else slice(start,
+                                                                      start + bs)
+            Xb, yb = X[idx], self.dataset.target(idx)
             if to_device:
                 Xb = Xb.to(self.device, non_blocking=True)
-                yb = None if yb is None else yb.to(self.device, non_blocking=True)
+                yb = _to(yb, self.device)
             if y is None and not self.shuffle:
                 n_real = len(Xb)
                 if n_real < bs:
@@ -120,11 +132,19 @@ class BatchIterator:
                 yield Xb, yb
 
 
-def as_tensor_data(X, y, device):
-    """Wrap numpy arrays as a :class:`TensorData`, on ``device`` when small."""
+def _to(target, device):
+    if target is None:
+        return None
+    if isinstance(target, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in target.items()}
+    return target.to(device, non_blocking=True)
+
+
+def as_tensor_data(X, y, device, extras=None):
+    """Wrap arrays as a :class:`TensorData`, on ``device`` when small."""
     Xt = torch.as_tensor(X)
     yt = None if y is None else torch.as_tensor(y)
-    data = TensorData(Xt, yt)
+    data = TensorData(Xt, yt, extras)
     if str(device) != "cpu":
         nbytes = Xt.element_size() * Xt.nelement()
         if nbytes <= _DEVICE_RESIDENT_BYTES:
@@ -211,12 +231,39 @@ class SkxferNet(NeuralNet):
             raise TrainingInterrupted() from err
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if isinstance(y_true, dict) and "sample_weight" in y_true:
+            loss = self._weighted_loss(y_pred, y_true)
+        else:
+            if isinstance(y_true, dict):
+                y_true = y_true["y"]
+            loss = super().get_loss(y_pred, y_true, X=X, training=training)
         if training and self.l2_sp > 0 and hasattr(self.module_, "sp_reference"):
             penalty = l2_sp_penalty(self.module_)
             if penalty is not None:
                 loss = loss + 0.5 * self.l2_sp * penalty
         return loss
+
+    def _weighted_loss(self, y_pred, y_true):
+        """sum(w_i * c_i * l_i) / sum(w_i * c_i): sample weights w, class weights c.
+
+        ``l_i`` is the sample's loss (cross-entropy, or its squared error
+        averaged over the outputs); without weights this is the criterion's
+        own (weighted) mean.
+        """
+        y = y_true["y"].to(y_pred.device)
+        w = y_true["sample_weight"].to(y_pred.device, y_pred.dtype)
+        criterion = self.criterion_
+        if isinstance(criterion, torch.nn.CrossEntropyLoss):
+            c = criterion.weight
+            per_sample = torch.nn.functional.cross_entropy(
+                y_pred, y, weight=c, reduction="none"
+            )  # already c_i * l_i
+            weight = w if c is None else w * c.to(y_pred.dtype)[y]
+        else:
+            per_sample = (y_pred - y.to(y_pred.dtype)).pow(2).flatten(1).mean(1)
+            weight = w
+        total = weight.sum().clamp_min(torch.finfo(y_pred.dtype).tiny)
+        return (w * per_sample).sum() / total
 
     def evaluation_step(self, batch, training=False):
         out = super().evaluation_step(batch, training=training)

@@ -122,6 +122,40 @@ def check_magnitude(X):
             )
 
 
+def check_sample_weight(sample_weight, n_samples):
+    """``sample_weight`` as a new float32 array of ``n_samples``, or None.
+
+    A number gives every sample that weight; weights must be finite and >= 0.
+    The caller's array is never written to.
+    """
+    from numbers import Number
+
+    from sklearn.utils.validation import check_array
+
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, Number):
+        return np.full(n_samples, sample_weight, dtype=np.float32)
+    w = check_array(sample_weight, ensure_2d=False, dtype=np.float64,
+                    input_name="sample_weight", copy=True)
+    if w.ndim != 1:
+        raise ValueError(
+            f"Sample weights must be 1D array or scalar; got shape {w.shape}."
+        )
+    if w.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight.shape == {w.shape}, expected {(n_samples,)}: one "
+            "weight per sample."
+        )
+    if (w < 0).any():
+        raise ValueError("Negative values in data passed to sample_weight.")
+    if not w.any():
+        raise ValueError(
+            "Sample weights are all zero: at least one weight must be non-zero."
+        )
+    return w.astype(np.float32)
+
+
 # ---- fitted state ------------------------------------------------------------------
 
 

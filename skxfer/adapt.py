@@ -59,6 +59,7 @@ from ._validation import (
 
 __all__ = [
     "CORAL",
+    "CircularValidation",
     "DAPipeline",
     "PredictionEntropyScorer",
     "SubspaceAlignment",
@@ -81,7 +82,9 @@ def _n_rows(X):
     shape = getattr(X, "shape", None)
     if shape is not None and len(shape):
         return int(shape[0])
-    return len(X)
+    if hasattr(X, "__len__"):
+        return len(X)
+    return np.asarray(X).shape[0]
 
 
 def _take_rows(X, rows):
@@ -545,13 +548,15 @@ class SubspaceAlignment(_Aligner):
     >>> from skxfer.adapt import SubspaceAlignment, pack_domains
     >>> rng = np.random.RandomState(0)
     >>> X_source = rng.normal(size=(100, 5))
-    >>> X_target = X_source[::-1] @ np.linalg.qr(rng.normal(size=(5, 5)))[0]
+    >>> X_target = rng.normal(size=(80, 5)) * [3.0, 2.0, 1.0, 0.5, 0.1]
     >>> X, _, sample_domain = pack_domains(X_source, np.zeros(100), X_target)
     >>> sa = SubspaceAlignment(n_components=2)
     >>> sa.fit_transform(X, sample_domain=sample_domain).shape
-    (200, 2)
+    (180, 2)
     >>> sa.transform(X_target).shape     # rows without a domain are target rows
-    (100, 2)
+    (80, 2)
+    >>> SubspaceAlignment().fit(X_source).transform(X_source).shape  # identity
+    (100, 5)
     """
 
     _spec = {
@@ -945,10 +950,10 @@ class DAPipeline(BaseEstimator):
             rows = np.flatnonzero(train)
             if len(rows) < n_rows:
                 Xt = _take_rows(Xt, rows)
-            if y_arr is None:
-                final.fit(Xt)
+            if y_arr is not None and len(rows) < n_rows:
+                final.fit(Xt, y_arr[rows])
             else:
-                final.fit(Xt, y_arr[rows] if len(rows) < n_rows else y)
+                final.fit(Xt, y)
         fitted.append((final_name, final))
         self.steps_ = fitted
         self.named_steps_ = Bunch(**dict(fitted))
@@ -992,7 +997,8 @@ class DAPipeline(BaseEstimator):
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        return self._final.predict(self._transform_steps(X, sample_domain))
+        Xt = self._transform_steps(X, sample_domain)
+        return self._final.predict(Xt)
 
     @available_if(_final_has("predict_proba"))
     def predict_proba(self, X, sample_domain=None):
@@ -1009,7 +1015,8 @@ class DAPipeline(BaseEstimator):
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        return self._final.predict_proba(self._transform_steps(X, sample_domain))
+        Xt = self._transform_steps(X, sample_domain)
+        return self._final.predict_proba(Xt)
 
     @available_if(_final_has("predict_log_proba"))
     def predict_log_proba(self, X, sample_domain=None):
@@ -1148,7 +1155,9 @@ class DAPipeline(BaseEstimator):
             steps = [step for _, step in self.steps if not _skipped(step)]
             first_tags = get_tags(steps[0])
             tags.input_tags.pairwise = first_tags.input_tags.pairwise
-            tags.input_tags.allow_nan = first_tags.input_tags.allow_nan
+            tags.input_tags.allow_nan = all(
+                get_tags(s).input_tags.allow_nan for s in steps
+            )
             tags.input_tags.sparse = all(get_tags(s).input_tags.sparse for s in steps)
             final = self.steps[-1][1]
             if not _skipped(final):
@@ -1320,3 +1329,161 @@ class PredictionEntropyScorer:
 
     def __repr__(self):
         return "PredictionEntropyScorer()"
+
+
+def _find_domains(X, y, sample_domain, regression, scorer):
+    """Source and target rows for a scorer: sample_domain, else the y mask."""
+    n_rows = _n_rows(X)
+    sample_domain = _check_sample_domain(sample_domain, n_rows)
+    if y is None:
+        raise ValueError(
+            f"{scorer} needs y: the labels of the source rows, with the target "
+            "rows masked (-1 for classes, NaN for regression)."
+        )
+    y = np.asarray(y)
+    if len(y) != n_rows:
+        raise ValueError(f"y has {len(y)} entries but X has {n_rows} rows.")
+    masked = _unlabelled(y, regression)
+    if sample_domain is None:
+        source, target = ~masked, masked
+    else:
+        source, target = (sample_domain > 0) & ~masked, sample_domain < 0
+    if not target.any() or not source.any():
+        missing = "target rows" if not target.any() else "labelled source rows"
+        raise ValueError(
+            f"{scorer} found no {missing} to score: give sample_domain (source "
+            "> 0, target < 0) or mask the target rows in y (-1 for classes, NaN "
+            "for regression), and keep both domains in every fold."
+        )
+    return y, sample_domain, np.flatnonzero(source), np.flatnonzero(target)
+
+
+class CircularValidation:
+    """Score without target labels: can the target predictions teach back the
+    source labels?
+
+    Circular (reverse) validation, as in skada's ``CircularValidation``
+    (Bruzzone and Marconcini, 2010): the fitted DA estimator labels the
+    target rows; a clone is then fitted the other way round -- those
+    predicted target labels as its labelled source, the true source rows as
+    its unlabelled target -- and predicts the source rows. The score is the
+    balanced accuracy (R^2 for regressors) of these predictions against the
+    true source labels. An adaptation that keeps the classes apart in both
+    directions scores high; one that collapses the target rows into a single
+    class scores at chance, however confident it is.
+
+    Use it as ``scoring=CircularValidation()`` in ``GridSearchCV`` or
+    ``cross_validate``. On a held-out fold the source rows are those with a
+    label and ``sample_domain > 0`` (or, without ``sample_domain``, every
+    labelled row) and the target rows those with ``sample_domain < 0`` (or
+    masked in ``y``); each fold needs both. A classifier's default
+    ``StratifiedKFold`` spreads the masked rows (-1 is one more class to it)
+    over the folds.
+
+    Limits: every score fits the estimator once more (on the held-out
+    fold), doubling the cost of a search. It assumes the method works as
+    well from target to source as from source to target, and a fold's
+    backward fit sees only that fold's rows. It ranks adaptations; it is not
+    an estimate of target accuracy.
+
+    Parameters
+    ----------
+    source_scorer : callable or None, default=None
+        ``source_scorer(y_true, y_pred)``, higher is better. None:
+        ``balanced_accuracy_score`` for classifiers, ``r2_score`` for
+        regressors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import make_classification
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from skxfer.adapt import (
+    ...     CORAL, CircularValidation, make_da_pipeline, pack_domains)
+    >>> X, y = make_classification(300, n_features=4, random_state=0)
+    >>> X, y, _ = pack_domains(X[:150], y[:150], X[150:] * [3.0, 0.2, 1.0, 5.0])
+    >>> search = GridSearchCV(
+    ...     make_da_pipeline(CORAL(), LogisticRegression()),
+    ...     {"coral": ["passthrough", CORAL()]},
+    ...     scoring=CircularValidation(), cv=3,
+    ... ).fit(X, y)
+    >>> search.best_params_
+    {'coral': CORAL()}
+    """
+
+    def __init__(self, source_scorer=None):
+        self.source_scorer = source_scorer
+
+    def __call__(self, estimator, X, y=None, sample_domain=None):
+        """Circular-validation score of a fitted DA estimator on ``X``.
+
+        Parameters
+        ----------
+        estimator : fitted DA estimator
+            Its ``fit`` must take ``sample_domain`` (a :class:`DAPipeline`).
+        X : array-like of shape (n_samples, ...)
+            Source and target rows.
+        y : array-like of shape (n_samples,)
+            Source labels; target rows masked (-1 / NaN) or told apart by
+            ``sample_domain``.
+        sample_domain : array-like of shape (n_samples,) or int, default=None
+            Source rows > 0, target rows < 0.
+
+        Returns
+        -------
+        score : float
+            Higher is better.
+        """
+        from sklearn.metrics import balanced_accuracy_score, r2_score
+
+        if not _takes_domain(estimator, "fit"):
+            raise ValueError(
+                "CircularValidation refits the estimator with swapped domains, "
+                "so its fit must take sample_domain, as a DAPipeline's does "
+                f"(make_da_pipeline); {type(estimator).__name__}.fit does not."
+            )
+        regression = is_regressor(estimator)
+        y, _, source, target = _find_domains(
+            X, y, sample_domain, regression, "CircularValidation"
+        )
+        metric = self.source_scorer
+        if metric is None:
+            metric = r2_score if regression else balanced_accuracy_score
+        X_source, X_target = _take_rows(X, source), _take_rows(X, target)
+        y_source = y[source]
+        predicted = np.asarray(estimator.predict(X_target, sample_domain=-1))
+        if not regression and len(np.unique(predicted)) == 1:
+            # one class cannot train a classifier; it would predict it everywhere
+            return float(metric(y_source, np.full(len(source), predicted[0])))
+        # backward: the target rows, with their predicted labels, become the
+        # source; the source rows become the (unlabelled) target
+        rows = np.concatenate([target, source])
+        y_back = _masked_copy(
+            np.concatenate([predicted, y_source]),
+            np.arange(len(target), len(rows)),
+            regression,
+        )
+        domains = np.r_[
+            np.full(len(target), SOURCE_DOMAIN), np.full(len(source), TARGET_DOMAIN)
+        ]
+        backward = clone(estimator).fit(
+            _take_rows(X, rows), y_back, sample_domain=domains
+        )
+        return float(metric(y_source, backward.predict(X_source, sample_domain=-1)))
+
+    def get_metadata_routing(self):
+        """Request ``sample_domain`` when metadata routing is enabled.
+
+        Returns
+        -------
+        routing : MetadataRequest
+        """
+        request = MetadataRequest(owner=self)
+        request.score.add_request(param="sample_domain", alias=True)
+        return request
+
+    def __repr__(self):
+        if self.source_scorer is None:
+            return "CircularValidation()"
+        return f"CircularValidation(source_scorer={self.source_scorer!r})"

@@ -31,7 +31,26 @@ def _estimators():
     ]
 
 
-@parametrize_with_checks(_estimators())
+# Debt, with its reason: integer sample weights equal to repeated rows hold for
+# the loss (tests/test_mlp.py checks that), but not for the fitted model:
+# mini-batch SGD draws other batches from a set with repeated rows, so the
+# weights the check compares differ beyond its tolerance.
+_WEIGHT_EQUIVALENCE = {
+    "check_sample_weight_equivalence_on_dense_data": (
+        "mini-batch SGD: repeated rows change the batches, so the trained "
+        "weights differ (the weighted loss itself is equivalent; see "
+        "test_mlp.py)"
+    ),
+}
+
+
+def _expected_failures(estimator):
+    if isinstance(estimator, (TransferMLPClassifier, TransferMLPRegressor)):
+        return _WEIGHT_EQUIVALENCE
+    return {}
+
+
+@parametrize_with_checks(_estimators(), expected_failed_checks=_expected_failures)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
 

@@ -1,0 +1,156 @@
+"""The MLP on scikit-learn's own terms: stopping on a plateau, sample weights,
+the attributes and methods a MLPClassifier user reads."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits, make_blobs
+from sklearn.exceptions import ConvergenceWarning
+from torch import nn
+
+from skxfer import TransferMLPClassifier, TransferMLPRegressor
+
+KW = dict(random_state=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(300, 6, centers=3, cluster_std=1.0, random_state=0)
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return (X / 16.0)[:400], y[:400]
+
+
+# ---- tol and n_iter_no_change without early stopping ------------------------
+
+
+def test_training_stops_on_a_loss_plateau(blobs):
+    X, y = blobs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = TransferMLPClassifier((16,), lr=0.05, tol=1e-3, n_iter_no_change=5,
+                                    **KW).fit(X, y)
+    assert clf.n_iter_ < clf.max_epochs
+    curve = np.array(clf.loss_curve_)
+    best_before = curve[: -5].min()
+    # the last n_iter_no_change epochs did not improve on the best by tol
+    assert curve[-5:].min() > best_before - 1e-3
+    assert clf.score(X, y) > 0.95
+
+
+def test_hitting_max_epochs_warns_as_scikit_learn_does(blobs):
+    X, y = blobs
+    with pytest.warns(ConvergenceWarning, match="max_epochs=3 reached"):
+        TransferMLPClassifier((16,), max_epochs=3, **KW).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match="max_epochs=3 reached"):
+        TransferMLPRegressor((16,), max_epochs=3, **KW).fit(X, y.astype(float))
+
+
+def test_partial_fit_runs_one_epoch_without_plateau_stop_or_warning(blobs):
+    X, y = blobs
+    clf = TransferMLPClassifier((16,), tol=10.0, n_iter_no_change=1, **KW)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        for _ in range(4):
+            clf.partial_fit(X, y, classes=np.unique(y))
+    assert clf.n_iter_ == 4
+
+
+# ---- attributes and methods -------------------------------------------------------
+
+
+def test_scikit_learn_attributes(digits):
+    X, y = digits
+    clf = TransferMLPClassifier((32,), max_epochs=5, **KW).fit(X, y)
+    assert clf.loss_ == clf.loss_curve_[-1]
+    assert clf.best_loss_ == min(clf.loss_curve_)
+    assert clf.validation_scores_ is None and clf.best_validation_score_ is None
+    np.testing.assert_allclose(np.exp(clf.predict_log_proba(X[:5])),
+                               clf.predict_proba(X[:5]), rtol=1e-12)
+
+    es = TransferMLPClassifier((32,), max_epochs=40, early_stopping=True,
+                               n_iter_no_change=3, lr=0.01, **KW).fit(X, y)
+    assert es.best_loss_ is None
+    assert len(es.validation_scores_) == es.n_iter_
+    assert all(0 <= s <= 1 for s in es.validation_scores_)
+    assert es.best_validation_score_ == max(es.validation_scores_)
+    assert es.best_validation_score_ > 0.8  # accuracy on the held-out tenth
+
+    reg = TransferMLPRegressor((32,), max_epochs=30, early_stopping=True, lr=0.01,
+                               **KW).fit(X, y.astype(float))
+    assert len(reg.validation_scores_) == reg.n_iter_
+    assert reg.best_validation_score_ > 0.3  # R² on the held-out tenth
+
+
+# ---- sample_weight ------------------------------------------------------------------
+
+
+def test_weight_two_equals_a_duplicated_row_in_the_loss(digits):
+    X, y = digits
+    clf = TransferMLPClassifier((8,), max_epochs=1, class_weight={0: 3.0}, **KW)
+    clf.fit(X[:50], y[:50])
+    net = clf.net_
+    Xt = torch.as_tensor(X[:6], dtype=torch.float32)
+    yt = torch.as_tensor(np.searchsorted(clf.classes_, y[:6]))
+    with torch.no_grad():
+        pred = net.module_(Xt)
+        # the formula: sum(w * c * l) / sum(w * c), c the class weights
+        weights = torch.tensor([2.0, 1, 1, 1, 1, 0.5])
+        weighted = net.get_loss(pred, {"y": yt, "sample_weight": weights})
+        c = torch.tensor([3.0 if k == 0 else 1.0 for k in clf.classes_])[yt]
+        per = nn.functional.cross_entropy(pred, yt, reduction="none")
+        expected = (weights * c * per).sum() / (weights * c).sum()
+        # weight 2 on row 0 (and 0 on row 5) is row 0 given twice
+        w2 = net.get_loss(pred, {"y": yt,
+                                 "sample_weight": torch.tensor([2.0, 1, 1, 1, 1, 0])})
+        rows = torch.tensor([0, 0, 1, 2, 3, 4])
+        dup = net.get_loss(pred[rows], yt[rows])  # the plain criterion
+    assert weighted.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert w2.item() == pytest.approx(dup.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("Est", [TransferMLPClassifier, TransferMLPRegressor])
+def test_weight_two_trains_like_a_duplicated_row(Est, digits):
+    X, y = digits
+    X, y = X[:60], y[:60] % 3
+    y = y.astype(float) if Est is TransferMLPRegressor else y
+    w = np.ones(len(X))
+    w[:10] = 2
+    rows = np.r_[np.arange(10), np.arange(len(X))]
+    # one batch per epoch: the same gradient, whatever the order
+    kw = dict(hidden_layer_sizes=(8,), max_epochs=5, batch_size=200, **KW)
+    a = Est(**kw).fit(X, y, sample_weight=w)
+    b = Est(**kw).fit(X[rows], y[rows])
+    np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-4)
+
+
+def test_sample_weight_on_image_and_cached_feature_paths(digits):
+    X, y = digits
+    images = X.reshape(-1, 8, 8).astype(np.float32)
+    task = (y % 2)
+    w = np.where(task == 1, 20.0, 1.0)
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten())
+    for freeze in (True, False):
+        kw = dict(hidden_layer_sizes=(), backbone=cnn, freeze=freeze,
+                  max_epochs=5, lr=0.01, **KW)
+        plain = TransferMLPClassifier(**kw).fit(images, task)
+        heavy = TransferMLPClassifier(**kw).fit(images, task, sample_weight=w)
+        assert heavy.predict(images).mean() > plain.predict(images).mean(), freeze
+
+
+def test_sample_weight_errors(digits):
+    X, y = digits
+    clf = TransferMLPClassifier(max_epochs=1, **KW)
+    with pytest.raises(ValueError, match=r"sample_weight.shape == \(3,\), expected"):
+        clf.fit(X, y, sample_weight=[1, 2, 3])
+    with pytest.raises(ValueError, match="Negative values"):
+        clf.fit(X, y, sample_weight=-np.ones(len(X)))
+    w = np.ones(len(X))
+    clf.fit(X, y, sample_weight=w)
+    assert (w == 1).all()  # not written to
