@@ -154,3 +154,27 @@ def test_sample_weight_errors(digits):
     w = np.ones(len(X))
     clf.fit(X, y, sample_weight=w)
     assert (w == 1).all()  # not written to
+
+
+# ---- one row predicts the same alone and in any batch ------------------------------
+
+
+def test_rows_predict_the_same_alone_and_in_any_batch(digits):
+    X, y = digits
+    clf = TransferMLPClassifier((32, 16), max_epochs=3, **KW).fit(X, y)
+    together = clf.predict_proba(X[:70])
+    alone = np.vstack([clf.predict_proba(X[i : i + 1]) for i in range(70)])
+    np.testing.assert_array_equal(alone, together)  # bit for bit
+    np.testing.assert_array_equal(clf.predict_proba(X[33:47]), together[33:47])
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_image_rows_predict_the_same_alone_and_in_a_batch(digits, freeze):
+    X, y = digits
+    images = X.reshape(-1, 8, 8).astype(np.float32)
+    cnn = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten())
+    clf = TransferMLPClassifier((16,), backbone=cnn, freeze=freeze, max_epochs=2,
+                                **KW).fit(images, y)
+    together = clf.predict_proba(images[:40])
+    alone = np.vstack([clf.predict_proba(images[i : i + 1]) for i in range(40)])
+    np.testing.assert_allclose(alone, together, rtol=0, atol=1e-6)
