@@ -2,6 +2,7 @@
 
 from ._estimators import TransferMLPClassifier, TransferMLPRegressor
 from ._extract import PretrainedFeatureExtractor
+from ._store import clear_feature_store, feature_store_info, get_config, set_config
 
 __version__ = "0.2.0.dev0"
 
@@ -10,4 +11,8 @@ __all__ = [
     "TransferMLPClassifier",
     "TransferMLPRegressor",
     "__version__",
+    "clear_feature_store",
+    "feature_store_info",
+    "get_config",
+    "set_config",
 ]

@@ -165,6 +165,22 @@ def _checkpoint_key(path):
     return str(path.resolve()), stat.st_size, stat.st_mtime_ns
 
 
+def named_model_key(name, weights, seed=0):
+    """What identifies a named model's numbers, by content, without loading it.
+
+    A torchvision weights name (its file name carries a hash of its bytes), a
+    checkpoint's absolute path with its size and modification time, or the
+    seed of random weights.
+    """
+    check_model_name(name)
+    weights = resolve_weights(name, weights)
+    if weights is None:
+        return (name, None, int(seed))
+    if is_checkpoint_path(weights):
+        return (name, "file", *_checkpoint_key(weights))
+    return (name, str(weights))
+
+
 def load_named_model(name, weights, seed=0, cache=True):
     """A new torchvision classification model: on the CPU, eval mode, frozen.
 
@@ -172,14 +188,8 @@ def load_named_model(name, weights, seed=0, cache=True):
     every process for the same seed). The caller's RNGs are left as they were.
     ``cache=False`` keeps no prototype of random weights (a one-off seed).
     """
-    check_model_name(name)
+    key = named_model_key(name, weights, seed)
     weights = resolve_weights(name, weights)
-    if weights is None:
-        key = (name, None, int(seed))
-    elif is_checkpoint_path(weights):
-        key = (name, "file", *_checkpoint_key(weights))
-    else:
-        key = (name, str(weights))
     with _CACHE_LOCK:
         prototype = _CACHE.get(key)
         if prototype is not None:

@@ -413,6 +413,8 @@ class _BaseTransferMLP(BaseEstimator):
         backbone = self._end_to_end_backbone()
         if backbone is None:
             return head
+        # the backbone will train: its features must not come from the store
+        self.extractor_._store_key = None
         for p in backbone.parameters():
             p.requires_grad_(True)
         module = TransferNet(backbone, head, bn_mode=self.bn_mode)

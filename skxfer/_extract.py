@@ -24,6 +24,7 @@ from ._backbones import (
     is_fitted_source,
     load_checkpoint,
     load_named_model,
+    named_model_key,
     refuse_nested_source_params,
     source_backbone,
     tap_layer,
@@ -38,6 +39,7 @@ from ._images import (
     stack_images,
 )
 from ._seeding import derive_seed, seeded
+from ._store import STORE, digest, get_config, item_key, module_digest
 from ._validation import (
     PICKLE_FORMAT,
     any_of,
@@ -91,11 +93,25 @@ _SPEC = {
         lambda v: v is None or is_int(0)(v) or isinstance(v, np.random.RandomState),
         "None, an int >= 0 or a numpy RandomState",
     ),
+    "feature_store": (
+        lambda v: v == "auto" or is_bool(v),
+        "'auto', True or False",
+    ),
 }
 
 # what fit sets; a new fit replaces all of it at once
 _FITTED = ("backbone_", "preprocessing_", "n_features_out_", "device_",
-           "n_features_in_", "feature_names_in_", "_channels", "_tabular", "_conv")
+           "n_features_in_", "feature_names_in_", "_channels", "_tabular", "_conv",
+           "_store_key")
+
+
+def _take(X, indices):
+    """The items ``indices`` of a collection, in the form it came in."""
+    if hasattr(X, "iloc"):
+        return X.iloc[indices]
+    if isinstance(X, np.ndarray):
+        return X[indices]
+    return [X[i] for i in indices]
 
 
 def _loader_generator():
@@ -193,6 +209,19 @@ class PretrainedFeatureExtractor(
         Seeds the random weights of ``weights=None`` (and nothing else): the
         default gives the same network in every process. None draws new ones
         at every fit.
+    feature_store : 'auto', bool, default='auto'
+        Keep each image's features in the process-wide feature store (see
+        :func:`skxfer.set_config`), so that a grid search or repeated
+        ``transform`` runs the network once per distinct image. Keys are the
+        content of each input (array bytes; a file's path, size and
+        modification time) and of the network (its weights, layer, pooling,
+        preprocessing, precision, device type). 'auto': on for torchvision
+        models and fitted skxfer networks; off for a module of your own,
+        whose code could change without its weights changing (True keys it
+        on its class name and weights). A ``preprocessing`` callable whose
+        ``repr`` shows no content (a plain function or lambda) also turns it
+        off. Treat ``backbone_`` as frozen: after changing its weights in
+        place, call :func:`skxfer.clear_feature_store`.
 
     Attributes
     ----------
@@ -239,6 +268,7 @@ class PretrainedFeatureExtractor(
         channels_last=True,
         verbose=0,
         random_state=0,
+        feature_store="auto",
     ):
         self.model = model
         self.weights = weights
@@ -252,6 +282,7 @@ class PretrainedFeatureExtractor(
         self.channels_last = channels_last
         self.verbose = verbose
         self.random_state = random_state
+        self.feature_store = feature_store
 
     # ---- building -------------------------------------------------------------
 
@@ -263,8 +294,10 @@ class PretrainedFeatureExtractor(
         """
         n_in = None
         if isinstance(self.model, str):
+            seed = derive_seed(self.random_state)
+            identity = ("torchvision", named_model_key(self.model, self.weights, seed))
             net = load_named_model(
-                self.model, self.weights, seed=derive_seed(self.random_state),
+                self.model, self.weights, seed=seed,
                 cache=isinstance(self.random_state, Integral),
             )
             if self.layer is None:
@@ -274,6 +307,7 @@ class PretrainedFeatureExtractor(
                 transform = default_transform(self.model, self.weights)
         elif is_fitted_source(self.model):
             net, n_in, transform = source_backbone(self.model)
+            identity = ("source", module_digest(net))
             if self.preprocessing != "auto":
                 transform = self.preprocessing
         else:
@@ -286,12 +320,14 @@ class PretrainedFeatureExtractor(
                     )
                 load_checkpoint(net, self.weights)
             transform = None if self.preprocessing == "auto" else self.preprocessing
+            identity = None if self.feature_store is not True else (
+                "module", type(net).__qualname__, module_digest(net))
         if self.layer is not None:
             net = tap_layer(net, self.layer)
         net.eval()
         for p in net.parameters():
             p.requires_grad_(False)
-        return net, transform, n_in
+        return net, transform, n_in, identity
 
     def fit(self, X, y=None):
         """Build the network and load its weights; ``X`` fixes the output width.
@@ -316,7 +352,7 @@ class PretrainedFeatureExtractor(
         new = fresh_copy(self, _FITTED)
         new.device_ = resolve_device(self.device, type(self).__name__)
         with seeded(derive_seed(self.random_state)):
-            body, new.preprocessing_, n_in = self._build()
+            body, new.preprocessing_, n_in, identity = self._build()
         new._channels = input_channels(body)
         new._conv = new._channels is not None
         new._tabular = self._is_tabular(X)
@@ -330,13 +366,30 @@ class PretrainedFeatureExtractor(
         if new._conv and self.channels_last and new.device_ != "mps":
             body = body.to(memory_format=torch.channels_last)
         new.backbone_ = body.to(new.device_)
-        first = X.iloc[:1] if hasattr(X, "iloc") else X[:1]
-        out = next(new._outputs(first))
-        if not (torch.is_tensor(out) and out.ndim == 2):
-            # spatial maps, token sequences or tuples: pool them to vectors
-            new.backbone_ = nn.Sequential(body, _Pool(self.pooling)).eval()
+        # a preprocessing known only by its identity ("<function f at 0x...>")
+        # has no content to key on: such an extractor is not stored
+        preprocessing = repr(new.preprocessing_)
+        new._store_key = None if (
+            identity is None or self.feature_store is False
+            or " at 0x" in preprocessing
+        ) else digest(identity, self.layer, self.pooling, preprocessing,
+                      self.mixed_precision, self.channels_last,
+                      torch.device(new.device_).type, new._tabular)
+        shape = STORE.meta.get(new._store_key)
+        if shape is None:  # learn the output from one sample
+            first = X.iloc[:1] if hasattr(X, "iloc") else X[:1]
             out = next(new._outputs(first))
-        new.n_features_out_ = out.shape[1]
+            pooled = not (torch.is_tensor(out) and out.ndim == 2)
+            if pooled:
+                # spatial maps, token sequences or tuples: pool them to vectors
+                new.backbone_ = nn.Sequential(body, _Pool(self.pooling)).eval()
+                out = next(new._outputs(first))
+            shape = (pooled, out.shape[1])
+            if new._store_key is not None:
+                STORE.meta[new._store_key] = shape
+        elif shape[0]:
+            new.backbone_ = nn.Sequential(body, _Pool(self.pooling)).eval()
+        new.n_features_out_ = shape[1]
         commit_fitted(self, new, _FITTED)
         return self
 
@@ -471,8 +524,33 @@ class PretrainedFeatureExtractor(
             raise ValueError("Found an empty collection of images; pass at least one.")
 
     def _features(self, X):
+        """Features of ``X``: from the feature store where it has them."""
+        key = self._store_key
+        if key is None or (self.feature_store == "auto"
+                           and not get_config()["feature_store"]):
+            return self._compute(X)
+        keys = self._item_keys(X)
+        rows = STORE.get_many(key, keys)
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            fresh = self._compute(_take(X, missing) if len(missing) < len(rows)
+                                  else X)
+            STORE.put_many(key, [keys[i] for i in missing], fresh)
+            for j, i in enumerate(missing):
+                rows[i] = fresh[j]
+        return np.stack(rows) if rows else self._compute(X)
+
+    def _compute(self, X):
         outputs = [out.float().cpu() for out in self._outputs(X)]
         return torch.cat(outputs).numpy()
+
+    def _item_keys(self, X):
+        """The content key of each input (None where it cannot be read)."""
+        if self._tabular:
+            rows = np.ascontiguousarray(X, dtype=np.float32)
+            return [item_key(row) for row in rows]
+        _, images = as_image_collection(X)  # an NCHW array or a list
+        return [item_key(image) for image in images]
 
     def transform(self, X):
         """Features of ``X``.

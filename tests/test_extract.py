@@ -261,7 +261,8 @@ def test_pickle_in_a_fresh_process(images, resnet_ext, tmp_path):
 
 
 def test_verbose_progress_bar(images, resnet_ext, capsys):
-    ext = clone(resnet_ext).set_params(verbose=1, batch_size=2).fit(images)
+    ext = clone(resnet_ext).set_params(verbose=1, batch_size=2,
+                                       feature_store=False).fit(images)
     ext.transform(images)
     assert "extracting features" in capsys.readouterr().err
 

@@ -1,0 +1,173 @@
+"""The feature store: a frozen backbone runs once per image across a search."""
+
+import os
+import pickle
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from torch import nn
+
+import skxfer
+from skxfer import PretrainedFeatureExtractor, TransferMLPClassifier
+
+ROWS = [0]  # rows through the counting network (a global: copies share it)
+
+
+class Counting(nn.Module):
+    """A small CNN that counts the rows it computes."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(1, 8, 3), relu=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(2),
+            flatten=nn.Flatten()))
+
+    def forward(self, x):
+        ROWS[0] += len(x)
+        return self.body(x)
+
+
+@pytest.fixture(autouse=True)
+def fresh_store():
+    skxfer.clear_feature_store()
+    ROWS[0] = 0
+    yield
+    skxfer.clear_feature_store()
+    skxfer.set_config(feature_store=True, feature_store_bytes=512 << 20,
+                      feature_store_dir=False)
+
+
+@pytest.fixture(scope="module")
+def images():
+    X, y = load_digits(return_X_y=True)
+    return (X[:60] / 16).reshape(-1, 8, 8).astype(np.float32), y[:60] % 2
+
+
+def stored(model=None, **kw):
+    kw = {"weights": None, "device": "cpu", "feature_store": True, **kw}
+    return PretrainedFeatureExtractor(
+        model if model is not None else Counting(), **kw)
+
+
+def test_a_pipeline_search_runs_each_image_once(images):
+    X, y = images  # 60 images, 5 folds x 10 candidates + refit
+    grid = GridSearchCV(
+        make_pipeline(stored(), LogisticRegression(max_iter=500)),
+        {"logisticregression__C": list(np.logspace(-2, 2, 10))}, cv=5,
+    ).fit(X, y)
+    assert ROWS[0] / len(X) <= 1.05, ROWS[0]
+    # the same numbers as without the store
+    skxfer.clear_feature_store()
+    plain = stored(feature_store=False).fit(X)
+    np.testing.assert_allclose(grid.best_estimator_[0].transform(X),
+                               plain.transform(X), atol=1e-5)
+
+
+def test_a_transfer_estimator_search_runs_each_image_once(images):
+    X, y = images  # 60 images, 3 folds x 4 head settings + refit
+    grid = GridSearchCV(
+        TransferMLPClassifier(backbone=stored(), freeze=True, max_epochs=5,
+                              random_state=0, device="cpu"),
+        {"hidden_layer_sizes": [(), (8,)], "lr": [1e-3, 1e-2]}, cv=3,
+    ).fit(X, y)
+    assert ROWS[0] / len(X) <= 1.05, ROWS[0]
+    assert grid.best_estimator_.predict(X).shape == (60,)
+
+
+def test_user_modules_are_not_stored_by_default(images):
+    X, _ = images
+    ext = PretrainedFeatureExtractor(Counting(), weights=None, device="cpu").fit(X)
+    ext.transform(X)
+    ext.transform(X)
+    assert ROWS[0] == 1 + 2 * len(X)
+    assert skxfer.feature_store_info()["entries"] == 0
+
+
+def test_changed_inputs_and_networks_miss(images, tmp_path):
+    X, _ = images
+    ext = stored().fit(X)
+    first = ext.transform(X)
+    ROWS[0] = 0
+    ext.transform(X)
+    assert ROWS[0] == 0  # all from the store
+    # an array changed in place misses, and gives a fresh extractor's numbers
+    changed = X.copy()
+    ext.transform(changed)
+    changed[3] = 1 - changed[3]
+    out = ext.transform(changed)
+    assert ROWS[0] == 1
+    fresh = stored(feature_store=False).fit(X)
+    np.testing.assert_allclose(out, fresh.transform(changed), atol=1e-5)
+    # a rewritten image at the same path
+    path = tmp_path / "img.png"
+    Image.fromarray((X[0] * 255).astype(np.uint8)).save(path)
+    a = ext.transform([str(path)])
+    os.utime(path, ns=(1, 1))  # another time stamp, as a later write gives
+    Image.fromarray((X[1] * 255).astype(np.uint8)).save(path)
+    b = ext.transform([str(path)])
+    assert not np.allclose(a, b)
+    np.testing.assert_allclose(b, fresh.transform([str(path)]), atol=1e-5)
+    # changed layer, pooling, preprocessing and weights miss
+    for other in (stored(layer="body.relu"), stored(layer="body.relu", pooling="max"),
+                  stored(preprocessing=lambda x: x * 2), stored(Counting(seed=1))):
+        ROWS[0] = 0
+        got = other.fit(X).transform(X)
+        assert ROWS[0] >= len(X)
+        expected = clone(other).set_params(feature_store=False).fit(X).transform(X)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert got.shape != first.shape or not np.allclose(got, first)
+
+
+def test_an_overwritten_weights_file_misses(images, tmp_path):
+    X, _ = images
+    path = tmp_path / "w.pth"
+    torch.save(Counting(seed=0).state_dict(), path)
+    a = stored().set_params(weights=str(path)).fit(X).transform(X)
+    torch.save(Counting(seed=5).state_dict(), path)
+    b = stored().set_params(weights=str(path)).fit(X).transform(X)
+    assert not np.allclose(a, b)
+
+
+def test_budget_clear_and_info(images):
+    X, _ = images
+    skxfer.set_config(feature_store_bytes=20 * 32 * 4)  # 20 rows of 32 floats
+    stored().fit(X).transform(X)
+    info = skxfer.feature_store_info()
+    assert info["bytes"] <= 20 * 32 * 4 and info["entries"] == 20
+    skxfer.clear_feature_store()
+    assert skxfer.feature_store_info()["entries"] == 0
+    skxfer.set_config(feature_store=False)  # off for 'auto' extractors
+    ext = PretrainedFeatureExtractor("resnet18", weights=None, preprocessing=None,
+                                     device="cpu")
+    ext.fit_transform(np.zeros((2, 16, 16, 3), np.uint8))
+    assert skxfer.feature_store_info()["entries"] == 0
+    with pytest.raises(ValueError, match="feature_store_bytes must be an int >= 0"):
+        skxfer.set_config(feature_store_bytes=-1)
+
+
+def test_a_folder_store_is_read_by_a_later_session(images, tmp_path):
+    X, _ = images
+    skxfer.set_config(feature_store_dir=tmp_path / "features")
+    expected = stored().fit(X).transform(X)
+    skxfer.clear_feature_store()  # as a new process would start
+    ROWS[0] = 0
+    got = stored().fit(X).transform(X)
+    assert ROWS[0] == 1  # only the fit's probe; every feature from the folder
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_the_store_is_not_pickled(images):
+    X, _ = images
+    ext = stored().fit(X)
+    ext.transform(X)
+    assert len(pickle.dumps(ext)) < 20_000
+    assert pickle.loads(pickle.dumps(ext)).transform(X).shape == (60, 32)
