@@ -21,6 +21,25 @@ per sample, so it survives row slicing by cross-validation:
   time are target rows.
 - An aligner fitted without target rows (plain ``fit(X, y)``) is the identity.
 
+Cross-validation and grid search work both ways:
+
+- Without metadata routing (scikit-learn's default): give ``y`` with the
+  target rows masked and no ``sample_domain``; each fold's ``fit`` reads the
+  domains from the mask. A classifier's default ``StratifiedKFold`` counts
+  -1 as one more class, so every fold keeps target rows. The default score
+  of a held-out fold is the accuracy on its labelled rows -- source rows,
+  mapped into the target frame -- a weak guide under a strong shift; choose
+  adaptations with ``scoring=CircularValidation()``, which needs no target
+  labels. (``sample_domain`` passed as a fit parameter reaches ``fit``, but
+  not the scorer.)
+- With ``sklearn.set_config(enable_metadata_routing=True)`` (or inside
+  ``sklearn.config_context``): pass ``params={"sample_domain": ...}`` to
+  ``cross_validate`` or ``sample_domain=...`` to ``GridSearchCV.fit``; it
+  reaches ``fit``, ``score`` and this module's scorers, which request it.
+  ``y`` may then even hold the target labels (the last step never trains on
+  them); pick folds that keep both domains (e.g. ``StratifiedKFold`` splits
+  of the masked ``y``, or skada's domain-aware splitters).
+
 Unlike ``import skada``, importing this module leaves scikit-learn's global
 configuration alone (``enable_metadata_routing`` included).
 """
@@ -700,7 +719,9 @@ class DAPipeline(BaseEstimator):
     classifier on the target rows too (with the mask -1 as a class). Here the
     intermediate steps (scalers, feature extractors, aligners) are fitted on
     every row -- source and target -- and the last step only on the source
-    rows that have a label. Build one with :func:`make_da_pipeline`.
+    rows that have a label (unless it takes ``sample_domain`` itself, as an
+    aligner does: then it sees every row too, and the pipeline is a
+    transformer). Build one with :func:`make_da_pipeline`.
 
     Domains reach ``fit`` as ``sample_domain`` (source rows > 0, target rows
     < 0), or, without it, from the mask in ``y``: rows labelled -1 (classes)
@@ -710,20 +731,22 @@ class DAPipeline(BaseEstimator):
     skada's adapters) get it; the others get the rows alone. Without target
     rows, the aligners are the identity and the pipeline is an ordinary one.
 
-    At prediction time rows without ``sample_domain`` are target rows.
-    ``score`` evaluates the labelled rows of ``y``, each in its own domain:
-    without ``sample_domain`` those are source rows (the rule of ``fit``: a
-    label marks a source row), which is what cross-validation and
+    At prediction time rows without ``sample_domain`` are target rows
+    (``predict(X, sample_domain=1)`` maps them as source rows). ``score``
+    evaluates the labelled rows of ``y``, each in its own domain: without
+    ``sample_domain`` those are source rows (the rule of ``fit``: a label
+    marks a source row), which is what cross-validation and
     ``GridSearchCV`` measure on a held-out fold when the domains come from
     the mask -- accuracy on held-out source rows mapped into the target
     frame. To score *target* rows with known labels, say so:
     ``score(X_target, y_target, sample_domain=-1)``.
 
     With ``sklearn.set_config(enable_metadata_routing=True)``,
-    ``sample_domain`` passed to ``cross_validate``/``GridSearchCV`` (as
-    ``params=`` or fit parameters) reaches ``fit`` and ``score``: it is
-    requested by default (``set_fit_request``/``set_score_request`` change
-    that).
+    ``sample_domain`` passed to ``cross_validate`` (``params=``) or
+    ``GridSearchCV.fit`` reaches ``fit`` and ``score`` (and the scorers of
+    this module): it is requested by default, and ``set_fit_request`` /
+    ``set_score_request`` change that. Without routing, it reaches ``fit``
+    only. See the module's docstring for both ways.
 
     Parameters
     ----------
@@ -923,8 +946,10 @@ class DAPipeline(BaseEstimator):
             if hidden.any():  # target labels never train anything
                 y_steps = _masked_copy(y_arr, hidden, regression)
                 masked = masked | hidden
+        # a DA-aware last step (an aligner) sees every row, like the others
+        final_takes_domain = not _skipped(final) and _takes_domain(final, "fit")
         train = np.ones(n_rows, bool) if sample_domain is None else sample_domain > 0
-        if masked is not None:
+        if masked is not None and not final_takes_domain:
             train &= ~masked
             if not train.any():
                 kind = "NaN" if regression else "-1"
@@ -945,13 +970,15 @@ class DAPipeline(BaseEstimator):
             else:
                 Xt = step.fit_transform(Xt, y_steps)
             fitted.append((name, step))
-        if not _skipped(final):
+        if final_takes_domain:
+            final = clone(final).fit(Xt, y_steps, sample_domain=sample_domain)
+        elif not _skipped(final):
             final = clone(final)
             rows = np.flatnonzero(train)
-            if len(rows) < n_rows:
-                Xt = _take_rows(Xt, rows)
             if y_arr is not None and len(rows) < n_rows:
-                final.fit(Xt, y_arr[rows])
+                final.fit(_take_rows(Xt, rows), y_arr[rows])
+            elif len(rows) < n_rows:
+                final.fit(_take_rows(Xt, rows))
             else:
                 final.fit(Xt, y)
         fitted.append((final_name, final))
@@ -1075,6 +1102,32 @@ class DAPipeline(BaseEstimator):
         if _takes_domain(self._final, "transform"):
             return self._final.transform(Xt, sample_domain=sample_domain)
         return self._final.transform(Xt)
+
+    @available_if(_final_has("transform"))
+    def fit_transform(self, X, y=None, sample_domain=None):
+        """Fit, then transform the same rows: ``fit(...).transform(...)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            Source and target rows.
+        y : array-like of shape (n_samples,), default=None
+            Labels, unlabelled rows masked; see :meth:`fit`.
+        sample_domain : array-like of shape (n_samples,) or int, default=None
+            Source rows > 0, target rows < 0; None: read from the mask of
+            ``y`` as in :meth:`fit`.
+
+        Returns
+        -------
+        X_new : array-like of shape (n_samples, n_features_out)
+        """
+        self.fit(X, y, sample_domain=sample_domain)
+        if sample_domain is None and y is not None:
+            final = self.steps_[-1][1]
+            masked = _unlabelled(y, self._is_regression(final))
+            if masked.any():
+                sample_domain = np.where(masked, TARGET_DOMAIN, SOURCE_DOMAIN)
+        return self.transform(X, sample_domain=sample_domain)
 
     @available_if(_final_has("score"))
     def score(self, X, y, sample_domain=None):
