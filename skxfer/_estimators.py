@@ -30,6 +30,7 @@ from ._backbones import (
     is_fitted_source,
     is_unfitted_source,
     refuse_nested_source_params,
+    unwrap_source,
 )
 from ._device import device_is_valid, resolve_device, usable_device
 from ._extract import PretrainedFeatureExtractor
@@ -51,6 +52,7 @@ from ._net import (
 )
 from ._saving import load_network, looks_like_path, save_network
 from ._seeding import seeded
+from ._store import module_digest
 from ._validation import (
     PICKLE_FORMAT,
     any_of,
@@ -200,26 +202,104 @@ _COMMON_SPEC = {
 
 
 def _token(value):
-    """A comparable stand-in for a parameter value: itself, or its identity."""
-    if value is None or isinstance(value, (str, bool, int, float, tuple)):
+    """A comparable stand-in for a parameter value, stable across pickling."""
+    if value is None or isinstance(value, (str, bool, int, float)):
         return (type(value).__name__, value)
-    return ("id", id(value))
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__, tuple(_token(v) for v in value))
+    if isinstance(value, os.PathLike):
+        return ("path", os.fspath(value))
+    if isinstance(value, nn.Module):
+        return ("module", repr(value), module_digest(value))
+    if is_fitted_source(value):
+        source = unwrap_source(value)
+        return ("source", type(source).__name__, module_digest(source.module_))
+    if hasattr(value, "get_params"):
+        params = value.get_params(deep=False)
+        return (type(value).__name__,
+                tuple(sorted((k, _token(v)) for k, v in params.items())))
+    return ("repr", repr(value))
 
 
 def _backbone_signature(backbone):
-    """What identifies a ``backbone`` value for warm starts.
+    """What identifies a ``backbone`` value for warm starts, by content.
 
-    A name or path by its text, an extractor spec by its parameters (so
-    ``set_params(backbone__pooling=...)`` counts as a change), anything else
-    (a module, a fitted source) by identity.
+    A name or path by its text, a module by its structure and weights, a
+    fitted source by its network, an extractor spec by its parameters (so
+    ``set_params(backbone__pooling=...)`` counts as a change). All survive
+    pickling, so a loaded estimator continues training.
     """
-    if isinstance(backbone, (str, os.PathLike)):
-        return ("path or name", os.fspath(backbone))
-    if isinstance(backbone, PretrainedFeatureExtractor):
-        params = backbone.get_params(deep=False)
-        return ("extractor", id(backbone),
-                tuple(sorted((k, _token(v)) for k, v in params.items())))
-    return ("object", id(backbone))
+    return _token(backbone)
+
+
+class _TrainingPlateau(EarlyStopping):
+    """scikit-learn's stopping rule without early stopping, on the training loss.
+
+    Stop when the loss has not improved on the best by ``tol`` for
+    ``n_iter_no_change`` epochs. Epochs carried over by a warm start count, as
+    in scikit-learn; epochs before ``start`` (a frozen phase that ends at
+    ``unfreeze_at``) do not.
+    """
+
+    def __init__(self, tol, n_iter_no_change, start=0, sink=print):
+        super().__init__(monitor="train_loss", patience=n_iter_no_change,
+                         threshold=tol, threshold_mode="abs", load_best=False,
+                         sink=sink)
+        self.start = start
+
+    def on_train_begin(self, net, **kwargs):
+        self.best_, self.misses_ = np.inf, 0
+        for epoch, row in enumerate(net.history, start=1):
+            self._update(epoch, row["train_loss"])
+
+    def _update(self, epoch, loss):
+        if epoch <= self.start + 1:  # a new phase starts from its first epoch
+            self.best_, self.misses_ = loss, 0
+            return
+        self.misses_ = self.misses_ + 1 if loss > self.best_ - self.threshold else 0
+        self.best_ = min(self.best_, loss)
+
+    def on_epoch_end(self, net, **kwargs):
+        epoch = len(net.history)
+        self._update(epoch, net.history[-1, "train_loss"])
+        if self.misses_ >= self.patience:
+            if net.verbose:
+                self.sink(f"Stopping: the training loss did not improve by "
+                          f"{self.threshold} for {self.patience} epochs.")
+            raise KeyboardInterrupt
+
+
+class _WeightedEpochLoss(Callback):
+    """With sample weights, each epoch's loss as the weighted mean over rows.
+
+    skorch averages the batch losses by batch size; a batch's weighted mean
+    must instead count by its total weight ``sum(w * c)``.
+    """
+
+    def on_epoch_begin(self, net, **kwargs):
+        # per phase (training or not): [sum of loss * weight, sum of weights]
+        self._sums = {}
+
+    def on_batch_end(self, net, batch=None, training=None, loss=None, **kwargs):
+        target = batch[1]
+        if not isinstance(target, dict) or "sample_weight" not in target:
+            return
+        weight = target["sample_weight"].detach().double().cpu()
+        class_weight = getattr(net.criterion_, "weight", None)
+        if class_weight is not None:
+            weight = weight * class_weight.detach().double().cpu()[
+                target["y"].cpu()]
+        total = float(weight.sum())
+        sums = self._sums.setdefault(bool(training), [0.0, 0.0])
+        sums[0] += float(loss) * total
+        sums[1] += total
+
+    def on_epoch_end(self, net, **kwargs):
+        for training, name in ((True, "train_loss"), (False, "valid_loss")):
+            if training in self._sums and name in net.history[-1]:
+                loss_sum, weight_sum = self._sums[training]
+                net.history.record(
+                    name, loss_sum / weight_sum if weight_sum else np.nan)
 
 
 def _carry_optimizer_state(old, new):
@@ -284,7 +364,9 @@ class _ValidScore(Callback):
         pred = torch.cat(self._pred).numpy()
         true = torch.cat(self._true).numpy()
         weight = torch.cat(self._weight).numpy() if self._weight else None
-        if self.classifier:
+        if weight is not None and not weight.any():
+            score = np.nan  # every held-out row has weight 0: nothing to score
+        elif self.classifier:
             score = accuracy_score(true, pred.argmax(axis=1), sample_weight=weight)
         elif len(true) < 2:
             score = np.nan
@@ -439,24 +521,19 @@ class _BaseTransferMLP(BaseEstimator):
 
     def _build_callbacks(self, partial=False):
         quiet = not self.verbose
-        callbacks = [("stop_on_non_finite", _StopOnNonFinite())]
+        callbacks = [("weighted_epoch_loss", _WeightedEpochLoss()),
+                     ("stop_on_non_finite", _StopOnNonFinite())]
         callbacks += self._freeze_callbacks()
         if not self.early_stopping and not partial:
             # scikit-learn's rule: stop once the training loss has not improved
-            # by tol for n_iter_no_change epochs (partial_fit runs one epoch)
-            callbacks.append(
-                (
-                    "training_plateau",
-                    EarlyStopping(
-                        monitor="train_loss",
-                        patience=self.n_iter_no_change,
-                        threshold=self.tol,
-                        threshold_mode="abs",
-                        load_best=False,
-                        sink=_noop if quiet else print,
-                    ),
-                )
-            )
+            # by tol for n_iter_no_change epochs (partial_fit runs one epoch);
+            # a frozen phase before unfreeze_at is not judged by it
+            callbacks.append((
+                "training_plateau",
+                _TrainingPlateau(self.tol, self.n_iter_no_change,
+                                 start=self.unfreeze_at or 0,
+                                 sink=_noop if quiet else print),
+            ))
         if self.early_stopping:
             callbacks.append(
                 ("valid_score", _ValidScore(isinstance(self, ClassifierMixin)))

@@ -218,9 +218,9 @@ class PretrainedFeatureExtractor(
         preprocessing, precision, device type). 'auto': on for torchvision
         models and fitted skxfer networks; off for a module of your own,
         whose code could change without its weights changing (True keys it
-        on its class name and weights). A ``preprocessing`` callable whose
-        ``repr`` shows no content (a plain function or lambda) also turns it
-        off. Treat ``backbone_`` as frozen: after changing its weights in
+        on its structure and weights). So does a ``preprocessing`` of your
+        own (a callable need not show what it computes); True keys it on its
+        ``repr``. Treat ``backbone_`` as frozen: after changing its weights in
         place, call :func:`skxfer.clear_feature_store`.
 
     Attributes
@@ -321,7 +321,7 @@ class PretrainedFeatureExtractor(
                 load_checkpoint(net, self.weights)
             transform = None if self.preprocessing == "auto" else self.preprocessing
             identity = None if self.feature_store is not True else (
-                "module", type(net).__qualname__, module_digest(net))
+                "module", repr(net), module_digest(net))
         if self.layer is not None:
             net = tap_layer(net, self.layer)
         net.eval()
@@ -366,32 +366,48 @@ class PretrainedFeatureExtractor(
         if new._conv and self.channels_last and new.device_ != "mps":
             body = body.to(memory_format=torch.channels_last)
         new.backbone_ = body.to(new.device_)
-        # a preprocessing known only by its identity ("<function f at 0x...>")
-        # has no content to key on: such an extractor is not stored
+        # a preprocessing of the user's own is a callable whose repr need not
+        # show what it computes (a Lambda, a module): only the weights' own
+        # transforms and None are keyed, unless feature_store=True
         preprocessing = repr(new.preprocessing_)
+        own = self.preprocessing not in ("auto", None)
         new._store_key = None if (
             identity is None or self.feature_store is False
+            or (own and self.feature_store != True)  # noqa: E712 ('auto')
             or " at 0x" in preprocessing
         ) else digest(identity, self.layer, self.pooling, preprocessing,
                       self.mixed_precision, self.channels_last,
                       torch.device(new.device_).type, new._tabular)
-        shape = STORE.meta.get(new._store_key)
-        if shape is None:  # learn the output from one sample
-            first = X.iloc[:1] if hasattr(X, "iloc") else X[:1]
+        first = X.iloc[:1] if hasattr(X, "iloc") else X[:1]
+        pooled = STORE.meta.get(new._store_key)  # the output's kind: per network
+        stored = None
+        if pooled is not None:
+            stored = STORE.get_many(new._store_key, new._item_keys(first))[0]
+        if stored is None:  # learn the output from one sample
             out = next(new._outputs(first))
             pooled = not (torch.is_tensor(out) and out.ndim == 2)
             if pooled:
                 # spatial maps, token sequences or tuples: pool them to vectors
                 new.backbone_ = nn.Sequential(body, _Pool(self.pooling)).eval()
                 out = next(new._outputs(first))
-            shape = (pooled, out.shape[1])
+            width = out.shape[1]
             if new._store_key is not None:
-                STORE.meta[new._store_key] = shape
-        elif shape[0]:
-            new.backbone_ = nn.Sequential(body, _Pool(self.pooling)).eval()
-        new.n_features_out_ = shape[1]
+                STORE.meta[new._store_key] = pooled
+        else:  # the width of this very input, already stored
+            width = len(stored)
+            if pooled:
+                new.backbone_ = nn.Sequential(body, _Pool(self.pooling)).eval()
+        new.n_features_out_ = width
         commit_fitted(self, new, _FITTED)
         return self
+
+    def _item_keys(self, X):
+        """The content key of each input (None where it cannot be read)."""
+        if self._tabular:
+            rows = np.ascontiguousarray(X, dtype=np.float32)
+            return [item_key(row) for row in rows]
+        _, images = as_image_collection(X)  # an NCHW array or a list
+        return [item_key(image) for image in images]
 
     @property
     def _n_features_out(self):
@@ -525,8 +541,8 @@ class PretrainedFeatureExtractor(
 
     def _features(self, X):
         """Features of ``X``: from the feature store where it has them."""
-        key = self._store_key
-        if key is None or (self.feature_store == "auto"
+        key = getattr(self, "_store_key", None)
+        if key is None or (getattr(self, "feature_store", "auto") == "auto"
                            and not get_config()["feature_store"]):
             return self._compute(X)
         keys = self._item_keys(X)
@@ -544,13 +560,6 @@ class PretrainedFeatureExtractor(
         outputs = [out.float().cpu() for out in self._outputs(X)]
         return torch.cat(outputs).numpy()
 
-    def _item_keys(self, X):
-        """The content key of each input (None where it cannot be read)."""
-        if self._tabular:
-            rows = np.ascontiguousarray(X, dtype=np.float32)
-            return [item_key(row) for row in rows]
-        _, images = as_image_collection(X)  # an NCHW array or a list
-        return [item_key(image) for image in images]
 
     def transform(self, X):
         """Features of ``X``.

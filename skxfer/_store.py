@@ -96,7 +96,8 @@ class FeatureStore:
         self._entries = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        # per network key: (pooled, width), so a fit needs no probe forward
+        # per network key: whether its output is pooled, so that a fit whose
+        # first input is stored needs no probe forward
         self.meta = {}
 
     @property
@@ -235,7 +236,10 @@ def item_key(item):
             return None  # let the loader report the missing file
         return digest("file", path, stat.st_size, stat.st_mtime_ns)
     if _is_pil(item):
-        return digest("pil", item.mode, item.size, item.tobytes())
+        palette = item.getpalette() if item.mode in ("P", "PA") else None
+        return digest("pil", item.mode, item.size, palette,
+                      item.info.get("transparency"), item.getexif().get(0x0112),
+                      item.tobytes())
     arr = np.ascontiguousarray(item)
     return digest("array", arr.dtype.str, arr.shape, arr.tobytes())
 

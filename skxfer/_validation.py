@@ -135,7 +135,7 @@ def check_sample_weight(sample_weight, n_samples):
     if sample_weight is None:
         return None
     if isinstance(sample_weight, Number):
-        return np.full(n_samples, sample_weight, dtype=np.float32)
+        sample_weight = np.full(n_samples, sample_weight, dtype=np.float64)
     w = check_array(sample_weight, ensure_2d=False, dtype=np.float64,
                     input_name="sample_weight", copy=True)
     if w.ndim != 1:

@@ -178,3 +178,71 @@ def test_image_rows_predict_the_same_alone_and_in_a_batch(digits, freeze):
     together = clf.predict_proba(images[:40])
     alone = np.vstack([clf.predict_proba(images[i : i + 1]) for i in range(40)])
     np.testing.assert_allclose(alone, together, rtol=0, atol=1e-6)
+
+
+# ---- weighted losses, zero weights, warm starts -----------------------------------
+
+
+def test_weighted_validation_loss_is_the_weighted_mean_over_rows(digits):
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    w = np.where(np.arange(len(X)) % 2 == 0, 0.0, 1.0)
+    clf = TransferMLPClassifier((8,), max_epochs=1, early_stopping=True,
+                                validation_fraction=0.4, **KW)
+    clf.fit(X, y, sample_weight=w)  # 719 held-out rows: three inference batches
+    # recompute on the same split with the fitted network
+    from sklearn.model_selection import train_test_split
+
+    _, valid = train_test_split(np.arange(len(X)), test_size=int(np.ceil(
+        len(X) * 0.4)), stratify=y, random_state=clf._split_seed)
+    valid = np.sort(valid)
+    net = clf.net_
+    with torch.no_grad():
+        pred = net.module_(torch.as_tensor(X[valid], dtype=torch.float32))
+        per = nn.functional.cross_entropy(pred, torch.as_tensor(y[valid]),
+                                          reduction="none").double().numpy()
+    expected = (per * w[valid]).sum() / w[valid].sum()
+    assert clf.validation_loss_curve_[0] == pytest.approx(expected, rel=1e-4)
+
+
+def test_zero_weights_on_every_held_out_row(digits):
+    X, y = digits
+    w = np.zeros(len(X))
+    w[:2] = 1
+    clf = TransferMLPClassifier((8,), max_epochs=2, early_stopping=True,
+                                validation_fraction=0.5, **KW)
+    clf.fit(X, y % 2, sample_weight=w)
+    assert clf.n_iter_ >= 1
+
+
+@pytest.mark.parametrize("bad, message", [(0, "all zero"), (-1.0, "Negative values")])
+def test_scalar_sample_weight_is_checked_like_an_array(digits, bad, message):
+    X, y = digits
+    with pytest.raises(ValueError, match=message):
+        TransferMLPClassifier(max_epochs=1, **KW).fit(X, y, sample_weight=bad)
+
+
+def test_warm_starts_carry_the_plateau_as_scikit_learn_does(blobs):
+    X, y = blobs
+    clf = TransferMLPRegressor((8,), max_epochs=3, n_iter_no_change=3, tol=10.0,
+                               warm_start=True, **KW)
+    epochs, warned = [], []
+    for _ in range(3):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            before = getattr(clf, "n_iter_", 0)
+            clf.fit(X, y.astype(float))
+        epochs.append(clf.n_iter_ - before)
+        warned.append(any(issubclass(w.category, ConvergenceWarning)
+                          for w in caught))
+    assert epochs[0] == 3 and epochs[1] < 3 and epochs[2] == 1, epochs
+    assert warned[1:] == [False, False]
+
+
+def test_no_plateau_stop_before_the_backbone_thaws(digits):
+    X, y = digits
+    source = TransferMLPClassifier((16,), max_epochs=5, **KW).fit(X, y)
+    clf = TransferMLPClassifier((), backbone=source, freeze=True, unfreeze_at=5,
+                                tol=1.0, n_iter_no_change=2, max_epochs=20,
+                                **KW).fit(X, y % 2)
+    assert clf.n_iter_ >= 5 + 2

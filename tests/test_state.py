@@ -562,7 +562,8 @@ def test_warm_start_sees_changes_that_compare_equal(images):
                                 warm_start=True, **KW).fit(X, y)
     with pytest.raises(ValueError, match="backbone changed"):
         clf.set_params(backbone__pooling="flatten").fit(X, y)
-    # an equal name that is another str object is no change
+    # backbones compare by content: an equal spec (a name that is another str
+    # object, in another extractor object) is no change, and survives pickling
     name = "".join(["resnet", "18"])
     rgb = np.repeat(X[:8, :, :, None], 3, axis=3)
     net = TransferMLPClassifier((), backbone=PretrainedFeatureExtractor(
@@ -570,8 +571,14 @@ def test_warm_start_sees_changes_that_compare_equal(images):
         **KW).fit(rgb, y[:8])
     net.set_params(backbone=PretrainedFeatureExtractor(
         "".join(["resnet", "18"]), weights=None, preprocessing=None))
+    net.fit(rgb, y[:8])
+    assert net.n_iter_ == 2
+    loaded = pickle.loads(pickle.dumps(net))
+    loaded.partial_fit(rgb, y[:8])
+    assert loaded.n_iter_ == 3
     with pytest.raises(ValueError, match="backbone changed"):
-        net.fit(rgb, y[:8])  # another extractor object: another backbone
+        net.set_params(backbone=PretrainedFeatureExtractor(
+            name, weights=None, preprocessing=None, layer="layer4")).fit(rgb, y[:8])
 
 
 def test_an_old_plain_pickle_continues_training(digits_small):

@@ -171,3 +171,49 @@ def test_the_store_is_not_pickled(images):
     ext.transform(X)
     assert len(pickle.dumps(ext)) < 20_000
     assert pickle.loads(pickle.dumps(ext)).transform(X).shape == (60, 32)
+
+
+# ---- keys that tell apart what differs ---------------------------------------------
+
+
+def test_preprocessing_of_ones_own_is_not_stored_by_default():
+    from torchvision.transforms import v2
+
+    X = np.random.RandomState(0).randint(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    kw = dict(weights=None, device="cpu")
+    a = PretrainedFeatureExtractor("resnet18", preprocessing=v2.Lambda(
+        lambda x: x.float() / 255), **kw).fit(X)
+    b = PretrainedFeatureExtractor("resnet18", preprocessing=v2.Lambda(
+        lambda x: -5 * x.float() / 255), **kw).fit(X)
+    assert not np.allclose(a.transform(X), b.transform(X))
+    assert skxfer.feature_store_info()["entries"] == 0
+
+
+def test_the_width_follows_the_input_size():
+    kw = dict(weights=None, layer="layer1", pooling="flatten", preprocessing=None,
+              device="cpu")
+    small = np.zeros((2, 16, 16, 3), np.uint8)
+    large = np.zeros((2, 32, 32, 3), np.uint8)
+    assert PretrainedFeatureExtractor("resnet18", **kw).fit(small).n_features_out_ == (
+        64 * 4 * 4)
+    ext = PretrainedFeatureExtractor("resnet18", **kw).fit(large)
+    assert ext.n_features_out_ == 64 * 8 * 8 == ext.transform(large).shape[1]
+
+
+def test_palette_images_with_other_palettes_differ():
+    from skxfer._store import item_key
+
+    a = Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4), mode="P")
+    b = a.copy()
+    a.putpalette([0, 0, 0] * 256)
+    b.putpalette([255, 255, 255] * 256)
+    assert item_key(a) != item_key(b)
+
+
+def test_opted_in_modules_are_keyed_on_their_structure(images):
+    X, _ = images
+    linear = nn.Linear(64, 4)
+    relu = stored(nn.Sequential(nn.Flatten(), linear, nn.ReLU()))
+    tanh = stored(nn.Sequential(nn.Flatten(), linear, nn.Tanh()))
+    a, b = relu.fit(X).transform(X), tanh.fit(X).transform(X)
+    assert a.min() >= 0 and b.min() < 0
