@@ -291,7 +291,7 @@ class _WeightedEpochLoss(Callback):
                 target["y"].cpu()]
         total = float(weight.sum())
         sums = self._sums.setdefault(bool(training), [0.0, 0.0])
-        sums[0] += float(loss) * total
+        sums[0] += float(loss.detach() if torch.is_tensor(loss) else loss) * total
         sums[1] += total
 
     def on_epoch_end(self, net, **kwargs):
