@@ -1,5 +1,6 @@
 """PretrainedFeatureExtractor: a pretrained network as a scikit-learn transformer."""
 
+import threading
 from numbers import Integral
 
 import numpy as np
@@ -100,9 +101,12 @@ _SPEC = {
 }
 
 # what fit sets; a new fit replaces all of it at once
-_FITTED = ("backbone_", "preprocessing_", "n_features_out_", "device_",
+_FITTED = ("_backbone", "_deferred", "preprocessing_", "n_features_out_", "device_",
            "n_features_in_", "feature_names_in_", "_channels", "_tabular", "_conv",
            "_store_key")
+
+
+_BUILD_LOCK = threading.Lock()
 
 
 def _take(X, indices):
@@ -351,6 +355,9 @@ class PretrainedFeatureExtractor(
         # that fails leaves an earlier fit intact (or the extractor unfitted)
         new = fresh_copy(self, _FITTED)
         new.device_ = resolve_device(self.device, type(self).__name__)
+        if self._fit_from_store(new, X):
+            commit_fitted(self, new, _FITTED)
+            return self
         with seeded(derive_seed(self.random_state)):
             body, new.preprocessing_, n_in, identity = self._build()
         new._channels = input_channels(body)
@@ -366,20 +373,9 @@ class PretrainedFeatureExtractor(
         if new._conv and self.channels_last and new.device_ != "mps":
             body = body.to(memory_format=torch.channels_last)
         new.backbone_ = body.to(new.device_)
-        # a preprocessing of the user's own is a callable whose repr need not
-        # show what it computes (a Lambda, a module): only the weights' own
-        # transforms and None are keyed, unless feature_store=True
-        preprocessing = repr(new.preprocessing_)
-        own = self.preprocessing not in ("auto", None)
-        new._store_key = None if (
-            identity is None or self.feature_store is False
-            or (own and self.feature_store != True)  # noqa: E712 ('auto')
-            or " at 0x" in preprocessing
-        ) else digest(identity, self.layer, self.pooling, preprocessing,
-                      self.mixed_precision, self.channels_last,
-                      torch.device(new.device_).type, new._tabular)
+        new._store_key = self._store_key_of(identity, new)
         first = X.iloc[:1] if hasattr(X, "iloc") else X[:1]
-        pooled = STORE.meta.get(new._store_key)  # the output's kind: per network
+        pooled = (STORE.meta.get(new._store_key) or (None,))[0]
         stored = None
         if pooled is not None:
             stored = STORE.get_many(new._store_key, new._item_keys(first))[0]
@@ -392,7 +388,7 @@ class PretrainedFeatureExtractor(
                 out = next(new._outputs(first))
             width = out.shape[1]
             if new._store_key is not None:
-                STORE.meta[new._store_key] = pooled
+                STORE.meta[new._store_key] = (pooled, new._channels)
         else:  # the width of this very input, already stored
             width = len(stored)
             if pooled:
@@ -400,6 +396,78 @@ class PretrainedFeatureExtractor(
         new.n_features_out_ = width
         commit_fitted(self, new, _FITTED)
         return self
+
+    def _store_key_of(self, identity, new):
+        """The network's key in the feature store, or None when not stored."""
+        # a preprocessing of the user's own is a callable whose repr need not
+        # show what it computes (a Lambda, a module): only the weights' own
+        # transforms and None are keyed, unless feature_store=True
+        preprocessing = repr(new.preprocessing_)
+        own = self.preprocessing not in ("auto", None)
+        if (identity is None or self.feature_store is False
+                or (own and self.feature_store != True)  # noqa: E712 ('auto')
+                or " at 0x" in preprocessing):
+            return None
+        return digest(identity, self.layer, self.pooling, preprocessing,
+                      self.mixed_precision, self.channels_last,
+                      torch.device(new.device_).type, new._tabular)
+
+    def _fit_from_store(self, new, X):
+        """Fit a torchvision model without building it, when the store knows it.
+
+        When the network's output kind and the first input's features are
+        stored, nothing in ``fit`` needs the network: it is built the first
+        time ``backbone_`` is read (a ``transform`` that misses the store, a
+        fine-tuning estimator, pickling), from the parameters of this fit. A
+        grid search over stored features then pays no model copy per fit.
+        """
+        if not isinstance(self.model, str) or self.feature_store is False:
+            return False
+        seed = derive_seed(self.random_state)
+        identity = ("torchvision", named_model_key(self.model, self.weights, seed))
+        new.preprocessing_ = (default_transform(self.model, self.weights)
+                              if self.preprocessing == "auto" else self.preprocessing)
+        new._tabular = False
+        new._store_key = self._store_key_of(identity, new)
+        meta = STORE.meta.get(new._store_key)
+        if meta is None:
+            return False
+        new._channels, new._conv = meta[1], meta[1] is not None
+        first = X.iloc[:1] if hasattr(X, "iloc") else X[:1]
+        stored = STORE.get_many(new._store_key, new._item_keys(first))[0]
+        if stored is None:
+            return False
+        new.n_features_out_ = len(stored)
+        new._deferred = {"params": self.get_params(deep=False), "seed": seed,
+                         "pooled": meta[0]}
+        return True
+
+    @property
+    def backbone_(self):
+        try:
+            return self.__dict__["_backbone"]
+        except KeyError:
+            pass
+        deferred = self.__dict__.get("_deferred")
+        if deferred is None:
+            raise AttributeError(
+                f"'{type(self).__name__}' object has no attribute 'backbone_'")
+        with _BUILD_LOCK:
+            if "_backbone" not in self.__dict__:
+                maker = PretrainedFeatureExtractor(**deferred["params"])
+                with seeded(deferred["seed"]):
+                    body = maker._build()[0]
+                if self._conv and maker.channels_last and self.device_ != "mps":
+                    body = body.to(memory_format=torch.channels_last)
+                body = body.to(self.device_)
+                if deferred["pooled"]:
+                    body = nn.Sequential(body, _Pool(maker.pooling)).eval()
+                self.__dict__["_backbone"] = body
+        return self.__dict__["_backbone"]
+
+    @backbone_.setter
+    def backbone_(self, value):
+        self.__dict__["_backbone"] = value
 
     def _item_keys(self, X):
         """The content key of each input (None where it cannot be read)."""
@@ -624,25 +692,29 @@ class PretrainedFeatureExtractor(
             yield batch.float()
 
     def __sklearn_is_fitted__(self):
-        return hasattr(self, "backbone_")
+        return "_backbone" in self.__dict__ or "_deferred" in self.__dict__
 
     def __getstate__(self):
+        if "_deferred" in self.__dict__ and "_backbone" not in self.__dict__:
+            _ = self.backbone_  # a pickle holds its network: build it now
         # a copy: BaseEstimator.__getstate__ may return the live __dict__
         state = dict(super().__getstate__())
-        if state.get("backbone_") is not None:
-            state["backbone_"] = cpu_module(state["backbone_"])
+        if state.get("_backbone") is not None:
+            state["_backbone"] = cpu_module(state["_backbone"])
         state["_skxfer_pickle"] = PICKLE_FORMAT
         return state
 
     def __setstate__(self, state):
+        if "backbone_" in state:  # pickled before backbone_ became a property
+            state["_backbone"] = state.pop("backbone_")
         # (inside a TransferMLP estimator's pickle the backbone may be None: the
         # estimator checks the format and links it)
-        check_pickle_format(self, state, fitted=state.get("backbone_") is not None)
+        check_pickle_format(self, state, fitted=state.get("_backbone") is not None)
         super().__setstate__(state)
         if hasattr(self, "device_"):
             self.device_ = usable_device(self.device_, type(self).__name__)
-            if self.backbone_ is not None:
-                self.backbone_.to(self.device_)
+            if self.__dict__.get("_backbone") is not None:
+                self._backbone.to(self.device_)
 
     def __sklearn_clone__(self):
         # a fitted TransferMLP estimator as ``model`` stays fitted under clone

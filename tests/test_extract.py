@@ -343,7 +343,9 @@ def test_weights_load_once_per_process(images, monkeypatch):
         return get_model(*args, **kwargs)
 
     monkeypatch.setattr(torchvision.models, "get_model", counting)
-    ext = PretrainedFeatureExtractor("resnet18", weights=None, device="cpu")
+    # the model registry alone (the feature store would skip the build)
+    ext = PretrainedFeatureExtractor("resnet18", weights=None, device="cpu",
+                                     feature_store=False)
     for _ in range(3):
         clone(ext).fit(images[:1])
     assert len(calls) == 1

@@ -217,3 +217,23 @@ def test_opted_in_modules_are_keyed_on_their_structure(images):
     tanh = stored(nn.Sequential(nn.Flatten(), linear, nn.Tanh()))
     a, b = relu.fit(X).transform(X), tanh.fit(X).transform(X)
     assert a.min() >= 0 and b.min() < 0
+
+
+def test_a_stored_network_is_built_only_when_needed(monkeypatch):
+    import torchvision
+
+    X = np.random.RandomState(0).randint(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    kw = dict(weights=None, preprocessing=None, device="cpu")
+    expected = PretrainedFeatureExtractor("resnet18", **kw).fit(X).transform(X)
+    calls = []
+    monkeypatch.setattr(skxfer._backbones, "_build_named_model",
+                        lambda *a: calls.append(a) or torchvision.models.resnet18())
+    skxfer._backbones._CACHE.clear()
+    ext = PretrainedFeatureExtractor("resnet18", **kw).fit(X)
+    np.testing.assert_array_equal(ext.transform(X), expected)
+    assert calls == [] and ext.n_features_out_ == 512  # no network was built
+    monkeypatch.undo()
+    loaded = pickle.loads(pickle.dumps(ext))  # a pickle holds the network
+    skxfer.clear_feature_store()
+    np.testing.assert_allclose(loaded.transform(X), expected, atol=1e-5)
+    assert sum(p.numel() for p in ext.backbone_.parameters()) == 11_176_512
