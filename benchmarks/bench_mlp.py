@@ -112,7 +112,9 @@ def skxfer_mlp(X, y, batch_size):
         random_state=0,
         device="cpu",
     )
-    clf.fit(X, y)
+    with warnings.catch_warnings():  # a fixed 10 epochs, as for the others
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
     return clf.score(X, y)
 
 
