@@ -58,15 +58,27 @@ def check_model_name(name):
     )
 
 
-def is_checkpoint_path(weights):
-    return isinstance(weights, os.PathLike) or (
-        isinstance(weights, str)
-        and (
-            os.sep in weights
-            or weights.endswith((".pt", ".pth", ".bin", ".ckpt"))
-            or Path(weights).is_file()
-        )
+def is_checkpoint_path(value):
+    """A path: a ``PathLike``, or a str naming a file (a separator, a checkpoint
+    suffix, or an existing file). Used for ``weights=`` and ``backbone=``."""
+    if isinstance(value, os.PathLike):
+        return True
+    return isinstance(value, str) and (
+        os.sep in value or "/" in value
+        or Path(value).suffix.lower() in (".pt", ".pth", ".bin", ".ckpt")
+        or Path(value).is_file()
     )
+
+
+def _existing_checkpoint(path):
+    """``path`` as a ``Path``; a missing file is named, with what it should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights={str(path)!r}: no checkpoint file there. Pass the path of "
+            "a state dict saved with torch.save(model.state_dict(), path)."
+        )
+    return path
 
 
 def resolve_weights(name, weights):
@@ -96,12 +108,7 @@ def load_checkpoint(module, path):
 
     Every refusal names the file and what it should be.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"weights={str(path)!r}: no checkpoint file there. Pass the path of "
-            "a state dict saved with torch.save(model.state_dict(), path)."
-        )
+    path = _existing_checkpoint(path)
     should_be = "a state dict saved with torch.save(model.state_dict(), path)"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -155,12 +162,7 @@ def _download_error(name, weights, err):
 
 def _checkpoint_key(path):
     """A checkpoint file's identity by content: absolute path, size, mtime."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"weights={str(path)!r}: no checkpoint file there. Pass the path of "
-            "a state dict saved with torch.save(model.state_dict(), path)."
-        )
+    path = _existing_checkpoint(path)
     stat = path.stat()
     return str(path.resolve()), stat.st_size, stat.st_mtime_ns
 

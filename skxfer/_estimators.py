@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from ._backbones import (
     clone_keeping_fitted_source,
+    is_checkpoint_path,
     is_fitted_source,
     is_unfitted_source,
     refuse_nested_source_params,
@@ -50,7 +51,7 @@ from ._net import (
     as_tensor_data,
     supports_fused,
 )
-from ._saving import load_network, looks_like_path, save_network
+from ._saving import load_network, save_network
 from ._seeding import seeded
 from ._store import module_digest
 from ._validation import (
@@ -654,7 +655,7 @@ class _BaseTransferMLP(BaseEstimator):
             )
         if isinstance(backbone, PretrainedFeatureExtractor):
             extractor = clone(backbone).set_params(device=device)
-        elif looks_like_path(backbone):
+        elif is_checkpoint_path(backbone):
             module, _ = load_network(backbone)
             extractor = PretrainedFeatureExtractor(module, weights=None, device=device)
         else:  # a model name, a fitted source or a module of the user's

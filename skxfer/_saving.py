@@ -4,7 +4,6 @@ The file is a plain dict of numbers, strings and CPU tensors, so it loads with
 ``torch.load(weights_only=True)`` on any machine, with or without a GPU.
 """
 
-import os
 from pathlib import Path
 
 import torch
@@ -25,19 +24,6 @@ def save_network(estimator, path):
     )
     state = {k: v.detach().cpu() for k, v in module.hidden.state_dict().items()}
     torch.save({"format": _FORMAT, "config": config, "hidden": state}, path)
-
-
-def looks_like_path(value):
-    """A path-like ``backbone``: a ``PathLike``, or a str naming a file."""
-    if isinstance(value, os.PathLike):
-        return True
-    if not isinstance(value, str):
-        return False
-    return (
-        os.sep in value or "/" in value
-        or Path(value).suffix.lower() in (".pt", ".pth", ".bin", ".ckpt")
-        or Path(value).is_file()
-    )
 
 
 def load_network(path):
