@@ -4,15 +4,21 @@ compares them -- ``StandardScaler`` + the estimator with its defaults,
 
 Datasets (all offline): digits, breast_cancer, wine, a 20,000 x 64
 ``make_classification`` task with 10 classes, and diabetes for the regressors
-(R², targets standardised). For skxfer, candidate ``init`` values are compared
-(the default is the one this table chose); other parameters are the defaults.
-Prints accuracy (R² for diabetes) and total fit time for each. Run::
+(R², targets standardised). For skxfer, candidate settings are compared, each
+given as ``name=value,name=value`` (an empty string is skxfer's defaults);
+the defaults are the candidate this table chose. Prints accuracy (R² for
+diabetes) and total fit time for each.
 
-    python benchmarks/bench_defaults.py [--inits auto xavier_uniform default]
+Each estimator is fitted once on a few rows before timing: the first torch
+optimizer of a process imports ``torch._dynamo`` (1 to 3 s here), a one-off
+cost like an import, which the table leaves out for both libraries. Run::
+
+    python benchmarks/bench_defaults.py [--candidates "" "init=auto" ...]
         [--threads 2] [--datasets digits breast_cancer wine synthetic diabetes]
 """
 
 import argparse
+import ast
 import time
 import warnings
 
@@ -64,36 +70,69 @@ def cv_score(estimator, X, y, regression):
     return scores.mean(), time.perf_counter() - start
 
 
+def parse_candidate(text):
+    """``"init=auto,lr=0.002"`` -> ``{"init": "auto", "lr": 0.002}``."""
+    params = {}
+    for item in filter(None, text.split(",")):
+        name, value = item.split("=", 1)
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass  # a string, e.g. init=auto
+        params[name.strip()] = value
+    return params
+
+
+def warm_up():
+    X, y = load_wine(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for est in (MLPClassifier(max_iter=2), TransferMLPClassifier(max_epochs=2),
+                    MLPRegressor(max_iter=2), TransferMLPRegressor(max_epochs=2)):
+            est.fit(X[::3].astype(np.float32), y[::3])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--inits", nargs="+",
-                        default=["auto", "xavier_uniform", "default"])
+    parser.add_argument("--candidates", nargs="+",
+                        default=["", "init=auto", "batch_size=200", "batch_size=512"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--datasets", nargs="+",
                         default=["digits", "breast_cancer", "wine", "synthetic",
                                  "diabetes"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    columns = ["sklearn"] + [f"skxfer init={i}" for i in args.inits]
+    candidates = [parse_candidate(c) for c in args.candidates]
+    columns = ["sklearn"] + [
+        "skxfer " + (",".join(f"{k}={v}" for k, v in c.items()) or "defaults")
+        for c in candidates
+    ]
+    warm_up()
     totals = dict.fromkeys(columns, 0.0)
     print(f"5-fold CV, StandardScaler + defaults, random_state=0, "
           f"{args.threads} threads: score (seconds)")
-    print(f"{'data':14s}" + "".join(f"{c:>28s}" for c in columns))
+    widths = [max(len(c), 14) + 2 for c in columns]
+
+    def row(label, cells):
+        return f"{label:14s}" + "".join(
+            f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
+
+    print(row("data", columns))
     with threadpool_limits(args.threads):
         for name, X, y in datasets(args.datasets):
             regression = name == "diabetes"
             ours = TransferMLPRegressor if regression else TransferMLPClassifier
             theirs = MLPRegressor if regression else MLPClassifier
             contestants = [theirs(random_state=0)] + [
-                ours(init=init, random_state=0, device="cpu") for init in args.inits
+                ours(random_state=0, device="cpu", **c) for c in candidates
             ]
             cells = []
             for column, est in zip(columns, contestants, strict=True):
                 score, seconds = cv_score(est, X, y, regression)
                 totals[column] += seconds
                 cells.append(f"{score:.3f} ({seconds:5.1f})")
-            print(f"{name:14s}" + "".join(f"{c:>28s}" for c in cells), flush=True)
-    print(f"{'total seconds':14s}" + "".join(f"{totals[c]:28.1f}" for c in columns))
+            print(row(name, cells), flush=True)
+    print(row("total seconds", [f"{totals[c]:.1f}" for c in columns]))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ its pretrained weights. Run: ``python examples/grid_search_freezing.py``.
 """
 
 import argparse
+import warnings
 
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import GridSearchCV
 
@@ -21,7 +23,13 @@ def main(argv=None):
     parser.add_argument("--labels", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=60)
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        # fixed budgets of epochs: reaching them is the plan here
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return run(args)
 
+
+def run(args):
     src_X, src_y, tgt_X, task = load_digits_transfer(images=False)
     source = TransferMLPClassifier(
         (128, 64), max_epochs=60, lr=3e-3, batch_size=64, random_state=0

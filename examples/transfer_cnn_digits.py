@@ -10,9 +10,11 @@ Run: ``python examples/transfer_cnn_digits.py``.
 """
 
 import argparse
+import warnings
 from collections import OrderedDict
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
 from skxfer import TransferMLPClassifier
@@ -36,7 +38,13 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=150)
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        # fixed budgets of epochs: reaching them is the plan here
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return run(args)
 
+
+def run(args):
     src_X, src_y, tgt_X, task = load_digits_transfer(images=True)
     pretrained = TransferMLPClassifier(
         (64,), backbone=small_cnn(), freeze=False, lr=0.01, max_epochs=30,

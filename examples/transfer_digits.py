@@ -8,8 +8,10 @@ of the learning rate). Run: ``python examples/transfer_digits.py``.
 """
 
 import argparse
+import warnings
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from skxfer import TransferMLPClassifier
 from skxfer.datasets import load_digits_transfer, sample_per_class
@@ -21,7 +23,13 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=150)
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        # fixed budgets of epochs: reaching them is the plan here
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return run(args)
 
+
+def run(args):
     src_X, src_y, tgt_X, task = load_digits_transfer(images=False)
     source = TransferMLPClassifier(
         (128, 64), max_epochs=60, lr=3e-3, batch_size=64, random_state=0

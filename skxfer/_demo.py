@@ -43,16 +43,21 @@ def _cnn(seed=0):
 
 def pretrain(src_X, src_y, device="auto", epochs=60):
     """The two source networks: an MLP on pixels and a CNN on images."""
+    from sklearn.exceptions import ConvergenceWarning
+
     from ._estimators import TransferMLPClassifier
 
-    mlp = TransferMLPClassifier(
-        (128, 64), max_epochs=epochs, lr=3e-3, batch_size=64, random_state=0,
-        device=device,
-    ).fit(src_X.reshape(len(src_X), -1), src_y)
-    cnn = TransferMLPClassifier(
-        (64,), backbone=_cnn(), freeze=False, max_epochs=max(epochs // 2, 1),
-        lr=0.01, batch_size=64, random_state=0, device=device,
-    ).fit(src_X, src_y)
+    with warnings.catch_warnings():
+        # a fixed budget of epochs, not a fit to convergence
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp = TransferMLPClassifier(
+            (128, 64), max_epochs=epochs, lr=3e-3, batch_size=64, random_state=0,
+            device=device,
+        ).fit(src_X.reshape(len(src_X), -1), src_y)
+        cnn = TransferMLPClassifier(
+            (64,), backbone=_cnn(), freeze=False, max_epochs=max(epochs // 2, 1),
+            lr=0.01, batch_size=64, random_state=0, device=device,
+        ).fit(src_X, src_y)
     return mlp, cnn
 
 

@@ -110,7 +110,7 @@ class MLP(nn.Module):
         activation="relu",
         batch_norm=False,
         dropout=0.0,
-        init="auto",
+        init="xavier_uniform",
     ):
         super().__init__()
         blocks = []
@@ -133,6 +133,13 @@ class MLP(nn.Module):
 
     def forward(self, X):
         return self.output(self.hidden(X))
+
+    def train(self, mode=True):
+        # skorch calls train() before every batch; setting the same mode on
+        # every layer again costs as much as a small layer's forward pass
+        if isinstance(mode, bool) and all(m.training is mode for m in self.modules()):
+            return self
+        return super().train(mode)
 
 
 class TransferNet(nn.Module):

@@ -38,9 +38,13 @@ def test_training_stops_on_a_loss_plateau(blobs):
                                     **KW).fit(X, y)
     assert clf.n_iter_ < clf.max_epochs
     curve = np.array(clf.loss_curve_)
-    best_before = curve[: -5].min()
-    # the last n_iter_no_change epochs did not improve on the best by tol
-    assert curve[-5:].min() > best_before - 1e-3
+    # each of the last n_iter_no_change epochs missed the best so far by tol
+    # (scikit-learn's rule: the best is updated by any improvement) ...
+    for i in range(len(curve) - 5, len(curve)):
+        assert curve[i] > curve[:i].min() - 1e-3
+    # ... and the epoch before them did not
+    i = len(curve) - 6
+    assert i == 0 or curve[i] <= curve[:i].min() - 1e-3
     assert clf.score(X, y) > 0.95
 
 
@@ -246,3 +250,68 @@ def test_no_plateau_stop_before_the_backbone_thaws(digits):
                                 tol=1.0, n_iter_no_change=2, max_epochs=20,
                                 **KW).fit(X, y % 2)
     assert clf.n_iter_ >= 5 + 2
+
+
+# ---- batch_size='auto' -------------------------------------------------------------
+
+
+def test_auto_batch_size_follows_what_passes_through_the_network(digits):
+    X, y = digits  # 400 rows
+    images = X.reshape(-1, 8, 8).astype(np.float32)
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten())
+
+    def rows(n):
+        return np.resize(X, (n, X.shape[1])), np.resize(y, n)
+
+    big_images = np.resize(images, (8000, 8, 8)), np.resize(y, 8000)
+    clf = dict(hidden_layer_sizes=(4,), max_epochs=1, **KW)
+    cases = [
+        # (estimator, data, rows per step): scikit-learn's min(200, n) ...
+        (TransferMLPClassifier(**clf), rows(150), 150),
+        (TransferMLPClassifier(**clf), (X, y), 200),
+        (TransferMLPClassifier(**clf), rows(6400), 200),
+        # ... then n // 32 up to 512 on rows of features
+        (TransferMLPClassifier(**clf), rows(8000), 250),
+        (TransferMLPClassifier(**clf), rows(30000), 512),
+        (TransferMLPClassifier(**clf | dict(batch_size=64)), (X, y), 64),
+        # a wholly frozen backbone: the head trains on rows of features
+        (TransferMLPClassifier((), backbone=cnn, max_epochs=1, **KW), big_images,
+         250),
+        # images through a backbone that trains: at most 200 per step
+        (TransferMLPClassifier((), backbone=cnn, freeze=False, max_epochs=1, **KW),
+         big_images, 200),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for clf, data, expected in cases:
+            clf.fit(*data)
+            assert clf.net_.batch_size == expected, (clf, expected)
+            assert clf.net_.history[-1, "train_batch_count"] == -(
+                -len(data[0]) // expected)
+    assert TransferMLPClassifier().get_params()["batch_size"] == "auto"
+    with pytest.raises(ValueError, match="'batch_size' parameter of "
+                       "TransferMLPClassifier must be 'auto' or an int >= 1. "
+                       "Got 'big' instead."):
+        TransferMLPClassifier(batch_size="big").fit(X, y)
+
+
+class _OutOfMemoryInTraining(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(64, 8)
+
+    def forward(self, x):
+        if self.training:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate")
+        return self.linear(x)
+
+
+def test_out_of_memory_in_training_names_the_batch_size(digits):
+    X, y = digits
+    clf = TransferMLPClassifier((), backbone=_OutOfMemoryInTraining(), freeze=False,
+                                max_epochs=1, **KW)
+    with pytest.raises(torch.cuda.OutOfMemoryError,
+                       match=r"batches of 200 samples: .* Lower batch_size "
+                             r"\(now 'auto'\)"):
+        clf.fit(X, y)
+    assert not hasattr(clf, "net_")
