@@ -5,6 +5,7 @@ torch module and a configured skorch net in ``fit``, and let skorch train it.
 """
 
 import copy
+import math
 import os
 import warnings
 
@@ -571,6 +572,8 @@ class _BaseTransferMLP(BaseEstimator):
         """``batch_size`` with 'auto' resolved for ``n_samples`` training rows."""
         if self.batch_size != "auto":
             return self.batch_size
+        if self.early_stopping:  # the rows left for training (see ValidSplit)
+            n_samples -= math.ceil(n_samples * self.validation_fraction)
         extractor = self.extractor_
         rows = extractor is None or extractor._tabular or self._features_first()
         if rows:
@@ -862,8 +865,9 @@ class _BaseTransferMLP(BaseEstimator):
                 net.partial_fit(X, None, epochs=epochs)
             except torch.cuda.OutOfMemoryError as err:
                 raise torch.cuda.OutOfMemoryError(
-                    f"{name} ran out of GPU memory training on batches of "
-                    f"{net.batch_size} samples: {err} Lower batch_size (now "
+                    f"{name} ran out of GPU memory in training (batches of "
+                    f"{net.batch_size} samples; validation batches of "
+                    f"{INFERENCE_BATCH_SIZE}): {err} Lower batch_size (now "
                     f"{self.batch_size!r}), or train fewer layers of the backbone "
                     "(freeze)."
                 ) from err
@@ -1114,13 +1118,16 @@ _DOC_COMMON_PARAMS = """
     dropout : float, default=0.0
         Dropout probability after each hidden activation (0 disables it).
     init : str, default='xavier_uniform'
-        Weight initialisation of the linear layers: 'xavier_uniform' (Glorot,
-        as scikit-learn's MLP), 'xavier_normal', 'kaiming_uniform',
-        'kaiming_normal' (He), 'orthogonal', 'auto' (He/Kaiming for the ReLU
-        family, Glorot for saturating activations, LeCun for SELU), or
-        'default' (PyTorch's own). Biases start at zero. Glorot is the default
-        because it trained best in ``benchmarks/bench_defaults.py`` (He-uniform
-        trained ReLU networks worse on the 20,000-row task).
+        Weight initialisation of the linear layers: 'xavier_uniform' (Glorot;
+        scikit-learn's MLP draws its ReLU and tanh weights from the same
+        range), 'xavier_normal', 'kaiming_uniform', 'kaiming_normal' (He),
+        'orthogonal', 'auto' (He/Kaiming for the ReLU family, Glorot for
+        saturating activations, LeCun for SELU), or 'default' (PyTorch's own).
+        Biases start at zero. Glorot is the default: in
+        ``benchmarks/bench_defaults.py`` it matched He ('auto') within 0.001
+        on four datasets and beat it on diabetes (R² 0.476 vs 0.468), and a
+        (256, 256) ReLU network on the 20,000-row task reached 0.814 test
+        accuracy after 5 epochs against He's 0.754.
     optimizer : str or torch.optim.Optimizer subclass, default='adam'
         'adam', 'adamw', 'nadam', 'radam', 'sgd', 'rmsprop', 'adagrad', or an
         optimizer class. Adam, AdamW, SGD and Adagrad use torch's fused kernels
@@ -1140,7 +1147,9 @@ _DOC_COMMON_PARAMS = """
         'auto' is scikit-learn's ``min(200, n_samples)``, except that on rows
         of features (a table, or the features of a wholly frozen backbone)
         larger data gets larger batches: ``n_samples // 32`` rows per step,
-        up to 512 (from 6,400 rows on; an epoch keeps at least 32 steps).
+        up to 512 (beyond 6,400 training rows; an epoch keeps at least 32
+        steps). With ``early_stopping``, ``n_samples`` counts the rows left
+        for training.
         A torch step costs about the same at 200 or 512 rows, so large tables
         train faster at the same accuracy (see
         ``benchmarks/bench_defaults.py``), while small ones take as many

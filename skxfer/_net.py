@@ -45,11 +45,17 @@ class TensorData(Dataset):
     def __len__(self):
         return len(self.X)
 
-    def target(self, index):
-        """The target of the samples at ``index``: ``y``, or a dict with extras."""
+    def target(self, index, take=None):
+        """The target of the samples at ``index``: ``y``, or a dict with extras.
+
+        ``index`` is anything a tensor accepts; ``take(tensor)`` may gather
+        the rows instead (:class:`BatchIterator` passes ``index_select``).
+        """
         if self.y is None:
             return None
-        take = _taker(index)
+        if take is None:
+            def take(t):
+                return t[index]
         if not self.extras:
             return take(self.y)
         return {"y": take(self.y),
@@ -74,12 +80,12 @@ class TensorData(Dataset):
 
 
 def _taker(index):
-    """Rows ``index`` of a tensor: a slice, an int, or a tensor of positions.
+    """Rows ``index`` of a tensor: a slice, or a tensor of row positions >= 0.
 
     ``index_select`` gathers a batch of rows two to three times faster than
     advanced indexing (``X[positions]``), which matters at small batches.
     """
-    if torch.is_tensor(index) and index.dim() == 1:
+    if torch.is_tensor(index):
         return lambda t: t.index_select(0, index.to(t.device))
     return lambda t: t[index]
 
@@ -129,7 +135,8 @@ class BatchIterator:
         for start in range(0, n - self.drop_single, bs):
             idx = order[start : start + bs] if self.shuffle else slice(start,
                                                                       start + bs)
-            Xb, yb = _taker(idx)(X), self.dataset.target(idx)
+            take = _taker(idx)  # a slice, or positions of a permutation
+            Xb, yb = take(X), self.dataset.target(idx, take)
             if to_device:
                 Xb = Xb.to(self.device, non_blocking=True)
                 yb = _to(yb, self.device)

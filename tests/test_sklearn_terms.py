@@ -274,6 +274,9 @@ def test_auto_batch_size_follows_what_passes_through_the_network(digits):
         (TransferMLPClassifier(**clf), rows(8000), 250),
         (TransferMLPClassifier(**clf), rows(30000), 512),
         (TransferMLPClassifier(**clf | dict(batch_size=64)), (X, y), 64),
+        # with early stopping, the rows left for training count: 9,000 of 10,000
+        (TransferMLPClassifier(**clf | dict(early_stopping=True)), rows(10000), 281),
+        (TransferMLPClassifier(**clf | dict(early_stopping=True)), rows(6600), 200),
         # a wholly frozen backbone: the head trains on rows of features
         (TransferMLPClassifier((), backbone=cnn, max_epochs=1, **KW), big_images,
          250),
@@ -286,8 +289,10 @@ def test_auto_batch_size_follows_what_passes_through_the_network(digits):
         for clf, data, expected in cases:
             clf.fit(*data)
             assert clf.net_.batch_size == expected, (clf, expected)
+            n_train = len(data[0]) - (len(data[0]) // 10 if clf.early_stopping
+                                      else 0)
             assert clf.net_.history[-1, "train_batch_count"] == -(
-                -len(data[0]) // expected)
+                -n_train // expected)
     assert TransferMLPClassifier().get_params()["batch_size"] == "auto"
     with pytest.raises(ValueError, match="'batch_size' parameter of "
                        "TransferMLPClassifier must be 'auto' or an int >= 1. "
@@ -311,7 +316,23 @@ def test_out_of_memory_in_training_names_the_batch_size(digits):
     clf = TransferMLPClassifier((), backbone=_OutOfMemoryInTraining(), freeze=False,
                                 max_epochs=1, **KW)
     with pytest.raises(torch.cuda.OutOfMemoryError,
-                       match=r"batches of 200 samples: .* Lower batch_size "
+                       match=r"in training \(batches of 200 samples; validation "
+                             r"batches of 256\): .* Lower batch_size "
                              r"\(now 'auto'\)"):
         clf.fit(X, y)
     assert not hasattr(clf, "net_")
+
+
+def test_tensor_data_rows_as_a_dataset():
+    from skxfer._net import TensorData
+
+    data = TensorData(torch.arange(10.0).reshape(5, 2), torch.arange(5),
+                      {"sample_weight": torch.arange(5.0) / 4})
+    mask = torch.tensor([True, False, True, False, False])
+    X, target = data[mask]
+    assert X[:, 0].tolist() == [0.0, 4.0] and target["y"].tolist() == [0, 2]
+    X, target = data[torch.tensor([-1])]
+    assert X.tolist() == [[8.0, 9.0]] and target["y"].tolist() == [4]
+    assert target["sample_weight"].tolist() == [1.0]
+    X, target = data[3]
+    assert X.tolist() == [6.0, 7.0] and int(target["y"]) == 3
