@@ -70,15 +70,25 @@ def is_checkpoint_path(value):
     )
 
 
-def _existing_checkpoint(path):
-    """``path`` as a ``Path``; a missing file is named, with what it should be."""
+def existing_file(path, parameter, kind, expected):
+    """``path`` as a ``Path``; a missing file is named, with what it should be.
+
+    The message reads "``parameter``='path': no ``kind`` there. Pass
+    ``expected``."
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"weights={str(path)!r}: no checkpoint file there. Pass the path of "
-            "a state dict saved with torch.save(model.state_dict(), path)."
+            f"{parameter}={str(path)!r}: no {kind} there. Pass {expected}."
         )
     return path
+
+
+def _existing_checkpoint(path):
+    return existing_file(
+        path, "weights", "checkpoint file",
+        "the path of a state dict saved with torch.save(model.state_dict(), path)",
+    )
 
 
 def resolve_weights(name, weights):

@@ -4,10 +4,10 @@ The file is a plain dict of numbers, strings and CPU tensors, so it loads with
 ``torch.load(weights_only=True)`` on any machine, with or without a GPU.
 """
 
-from pathlib import Path
 
 import torch
 
+from ._backbones import existing_file
 from ._mlp import MLP
 
 _FORMAT = "skxfer-network-1"
@@ -28,12 +28,11 @@ def save_network(estimator, path):
 
 def load_network(path):
     """``(hidden layers as a module, input width)`` from a saved network file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"backbone={str(path)!r}: no file there. Pass the path of a network "
-            "written by save_network, or a torchvision model name."
-        )
+    path = existing_file(
+        path, "backbone", "file",
+        "the path of a network written by save_network, or a torchvision model "
+        "name",
+    )
     not_ours = (
         f"backbone={str(path)!r} is not a network saved by skxfer's save_network. "
         "For a state dict of a torch module, build the module and pass it "
