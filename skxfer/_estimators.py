@@ -574,9 +574,7 @@ class _BaseTransferMLP(BaseEstimator):
             return self.batch_size
         if self.early_stopping:  # the rows left for training (see ValidSplit)
             n_samples -= math.ceil(n_samples * self.validation_fraction)
-        extractor = self.extractor_
-        rows = extractor is None or extractor._tabular or self._features_first()
-        if rows:
+        if self._trains_on_rows():
             low, high = _AUTO_BATCH_ROWS
             size = min(max(low, n_samples // _AUTO_STEPS), high)
         else:
@@ -640,10 +638,16 @@ class _BaseTransferMLP(BaseEstimator):
     def _criterion_params(self):
         return {}
 
-    def _loader_params(self, device):
+    def _trains_on_rows(self):
+        """Whether the net trains on in-memory rows of features, not on images
+        that pass through a backbone (and stream through a DataLoader)."""
         extractor = self.extractor_
-        if extractor is None or extractor._tabular or self._features_first():
+        return extractor is None or extractor._tabular or self._features_first()
+
+    def _loader_params(self, device):
+        if self._trains_on_rows():
             return {}
+        extractor = self.extractor_
         workers = extractor._workers(n_images=None)
         pin = str(device).startswith("cuda")
         return {

@@ -4,7 +4,6 @@ The file is a plain dict of numbers, strings and CPU tensors, so it loads with
 ``torch.load(weights_only=True)`` on any machine, with or without a GPU.
 """
 
-
 import torch
 
 from ._backbones import existing_file
