@@ -35,7 +35,7 @@ from ._backbones import (
     unwrap_source,
 )
 from ._device import device_is_valid, resolve_device, usable_device
-from ._extract import PretrainedFeatureExtractor
+from ._extract import PretrainedFeatureExtractor, stop_storing
 from ._freezing import (
     backbone_param_groups,
     frozen_parameter_names,
@@ -504,7 +504,7 @@ class _BaseTransferMLP(BaseEstimator):
         if backbone is None:
             return head
         # the backbone will train: its features must not come from the store
-        self.extractor_._store_key = None
+        stop_storing(self.extractor_)
         for p in backbone.parameters():
             p.requires_grad_(True)
         module = TransferNet(backbone, head, bn_mode=self.bn_mode)

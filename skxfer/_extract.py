@@ -146,6 +146,16 @@ class _Pool(nn.Module):
         return x.amax(dim=dims)
 
 
+def stop_storing(extractor):
+    """Keep ``extractor``'s features out of the feature store from now on.
+
+    For a fitted extractor whose backbone is about to train (fine-tuning end to
+    end): its outputs change with every step, so none may be served from, or
+    written to, the store.
+    """
+    extractor._store_key = None
+
+
 class PretrainedFeatureExtractor(
     ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
 ):
