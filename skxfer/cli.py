@@ -1,32 +1,59 @@
-"""The ``skxfer`` command line (also ``python -m skxfer``)."""
+"""The ``skxfer`` command line (also ``python -m skxfer``).
+
+Every option and every output location is checked before a folder is listed
+or an image read; an error is one line on stderr (naming the option) and exit
+code 2.
+"""
 
 import argparse
+import math
+import os
+import re
 import sys
+import tempfile
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (the usage is behind ``--help``)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _demo(args):
     """Pretrain on ten digits, transfer to odd vs even; table and PNG."""
-    import os
+    import numpy as np
 
-    from ._demo import format_table, plot_demo, run_demo
+    from . import _demo
+    from .datasets import load_digits_transfer
 
-    results = run_demo(
-        labels=tuple(args.labels), seeds=args.seeds, device=args.device,
-        epochs=args.epochs,
-    )
-    if not args.no_plot:
+    smallest = int(np.bincount(load_digits_transfer()[3]).min())
+    for n in args.labels:
+        if n > smallest:
+            raise ValueError(
+                f"--labels {n}: the smallest class of the target task has "
+                f"{smallest} images; use at most {smallest}."
+            )
+    plot = not args.no_plot
+    if plot:
+        _check_output_folder(args.output, f"--output {args.output}")
         try:
             import matplotlib
         except ImportError:
             print('(no picture: matplotlib is missing; pip install "skxfer[plot]")')
-            return 0
+            plot = False
+    results = _demo.run_demo(
+        labels=tuple(args.labels), seeds=args.seeds, device=args.device,
+        epochs=args.epochs,
+    )
+    if plot:
         matplotlib.use("Agg")
         os.makedirs(args.output, exist_ok=True)
-        fig = plot_demo(results)
+        fig = _demo.plot_demo(results)
         path = os.path.join(args.output, "transfer_demo.png")
         fig.savefig(path, dpi=120)
         with open(os.path.join(args.output, "transfer_demo.txt"), "w") as f:
-            f.write(format_table(results) + "\n")
+            f.write(_demo.format_table(results) + "\n")
         print(f"wrote {path}")
     return 0
 
@@ -49,54 +76,196 @@ def _features(args, paths):
 
 _TABLE_SUFFIXES = (".npy", ".parquet", ".csv")
 
+# a whole cell that a spreadsheet reads as a number: -1, +1, -0.5, +2.5e-3
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
 
 def _safe_cell(value):
-    """A CSV cell that a spreadsheet will not run as a formula."""
+    """A CSV cell that a spreadsheet shows and does not run as a formula.
+
+    OWASP's rule for CSV injection: a cell that starts with ``=``, ``@``, a
+    tab or a carriage return, or with ``+`` or ``-`` and is not a plain
+    number, gets a leading apostrophe. Everything else is written unchanged.
+    """
     text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    first = text[:1]
+    if first in ("=", "@", "\t", "\r") or (
+            first in ("+", "-") and not _NUMBER.fullmatch(text)):
+        return "'" + text
+    return text
 
 
-def _check_output(path, option, suffixes=None):
-    """Refuse an output path before any work: a missing folder, a bad suffix."""
-    import os
+def _check_folder(folder, prefix):
+    """A folder files can be written in: it exists and takes a new file.
 
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(
-            f"{option} {path}: the folder {folder!r} does not exist; create it "
-            "first."
+    Writing is tried (a temporary file, gone when closed): permission bits do
+    not bind root, and a read-only or virtual file system (``/proc``) keeps
+    its bits.
+    """
+    if os.path.isdir(folder):
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise PermissionError(
+                f"{prefix}: cannot write in the folder {folder!r}."
+            ) from err
+        return
+    existing = folder
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(f"{prefix}: {existing!r} is a file, not a folder.")
+    raise FileNotFoundError(
+        f"{prefix}: the folder {folder!r} does not exist; create it first."
+    )
+
+
+def _check_file(path, prefix, subject=""):
+    """A file that can be written: not a folder, in a writable folder."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{prefix}: {subject}is a folder, not a file.")
+    _check_folder(os.path.dirname(os.path.abspath(path)), prefix)
+    if os.path.isfile(path):
+        try:  # opened for appending and closed: the file is not changed
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        except OSError as err:
+            raise PermissionError(
+                f"{prefix}: {subject}exists and cannot be overwritten."
+            ) from err
+
+
+def _check_output_folder(folder, prefix):
+    """A folder that will be made (with its parents) and written in."""
+    folder = os.path.abspath(folder)
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"{prefix}: is a file, not a folder.")
+    existing = folder
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    _check_folder(existing, prefix)
+
+
+def _check_table_output(path):
+    """``-o``: a known format, writable (with its index for .npy), a writer."""
+    prefix = f"--output {path}"
+    suffix = os.path.splitext(path)[1].lower()
+    _check_file(path, prefix)
+    if suffix not in _TABLE_SUFFIXES:
+        raise ValueError(
+            f"{prefix}: unknown format {suffix or '(no suffix)'!r}; "
+            f"use one of {', '.join(_TABLE_SUFFIXES)}."
         )
-    if suffixes is not None:
-        suffix = os.path.splitext(path)[1].lower()
-        if suffix not in suffixes:
-            raise ValueError(
-                f"{option} {path}: unknown format {suffix or '(no suffix)'!r}; "
-                f"use one of {', '.join(suffixes)}."
+    if suffix == ".npy":
+        index = _index_path(path)
+        _check_file(index, prefix, f"its index {index} ")
+        return suffix
+    try:
+        import pandas  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f'--output {suffix} needs pandas: pip install "skxfer[pandas]"; or '
+            "write .npy."
+        ) from err
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            try:
+                import fastparquet  # noqa: F401
+            except ImportError as err:
+                raise ImportError(
+                    "--output .parquet needs pyarrow (or fastparquet): pip install "
+                    '"skxfer[pandas]"; or write .npy or .csv.'
+                ) from err
+    return suffix
+
+
+def _index_path(path):
+    return os.path.splitext(path)[0] + ".files.csv"
+
+
+def _check_model(args):
+    """``--model``, ``--layer`` and ``--weights`` (a name or a file), without a
+    download."""
+    from ._backbones import (
+        classification_models,
+        did_you_mean,
+        is_checkpoint_path,
+        resolve_weights,
+    )
+
+    names = classification_models()
+    if args.model not in names:
+        raise ValueError(
+            f"--model {args.model}: no such torchvision model."
+            f"{did_you_mean(args.model, names)} Any name of "
+            "torchvision.models.list_models() works."
+        )
+    if args.layer is not None:
+        _check_layer(args.model, args.layer)
+    weights = args.weights
+    if weights.lower() == "none":
+        return
+    if is_checkpoint_path(weights):
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(
+                f"--weights {weights}: no file there; pass DEFAULT, a weights "
+                "name, a local .pth file or none."
             )
+        return
+    try:
+        resolve_weights(args.model, weights)
+    except ValueError as err:
+        from torchvision.models import get_model_weights
+
+        known = ", ".join(get_model_weights(args.model).__members__)
+        raise ValueError(
+            f"--weights {weights}: not a weights name of {args.model} (those are "
+            f"{known}); or pass a local .pth file or none."
+        ) from err
+
+
+def _check_layer(model, layer):
+    """``--layer`` among the model's module names (built without memory)."""
+    import torch
+    from torchvision.models import get_model
+
+    from ._backbones import did_you_mean
+
+    try:
+        with torch.device("meta"):  # the architecture only: no weights, no memory
+            names = [n for n, _ in get_model(model, weights=None).named_modules()
+                     if n]
+    except Exception:  # a model that cannot be built this way: fit checks it
+        return
+    if layer not in names:
+        raise ValueError(
+            f"--layer {layer}: {model} has no module of that name."
+            f"{did_you_mean(layer, names, cutoff=0.5)} The names are those of "
+            f"model.named_modules(), e.g. {', '.join(names[:6])}."
+        )
 
 
 def _extract(args):
     """Features of every image of a folder, written with file names (and labels)."""
     import csv
-    import os
 
     import numpy as np
 
-    from .datasets import load_image_folder
+    from . import datasets
 
     out = args.output
-    _check_output(out, "--output", _TABLE_SUFFIXES)
-    suffix = os.path.splitext(out)[1].lower()
-    if suffix != ".npy":
-        _require_pandas(suffix)
-    paths, labels = load_image_folder(args.folder)
+    suffix = _check_table_output(out)
+    _check_model(args)
+    paths, labels = datasets.load_image_folder(args.folder)
     print(f"{len(paths)} images in {args.folder}"
           + (f", {len(set(labels))} classes" if labels else ""), file=sys.stderr)
     _, feats = _features(args, paths)
     if suffix == ".npy":
         with open(out, "wb") as f:  # np.save(name) would append '.npy'
             np.save(f, feats)
-        index = os.path.splitext(out)[0] + ".files.csv"
+        index = _index_path(out)
         with open(index, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["file", "label"] if labels else ["file"])
@@ -122,16 +291,6 @@ def _extract(args):
     return 0
 
 
-def _require_pandas(suffix):
-    try:
-        import pandas  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            f"Writing {suffix} needs pandas (and pyarrow for .parquet): "
-            'pip install "skxfer[pandas]"; or write .npy.'
-        ) from err
-
-
 def _cv(args):
     """Cross-validate a frozen backbone + logistic regression on a class folder."""
     import joblib
@@ -142,11 +301,12 @@ def _cv(args):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from .datasets import load_image_folder
+    from . import datasets
 
     if args.save:
-        _check_output(args.save, "--save")
-    paths, labels = load_image_folder(args.folder)
+        _check_file(args.save, f"--save {args.save}")
+    _check_model(args)
+    paths, labels = datasets.load_image_folder(args.folder)
     if labels is None or len(set(labels)) < 2:
         raise ValueError(
             f"cv needs one sub-folder per class (at least two) in {args.folder!r}; "
@@ -204,6 +364,45 @@ def _at_least(low):
     return parse
 
 
+def _positive(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number > 0; got {text!r}")
+    return value
+
+
+def _device(text):
+    if text == "auto":
+        return text
+    import torch
+
+    from ._device import resolve_device
+
+    try:
+        kind = torch.device(text).type
+    except RuntimeError:
+        kind = None
+    if kind not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(
+            f"must be auto, cpu, cuda, cuda:N or mps; got {text!r}")
+    try:
+        resolve_device(text)
+    except ValueError as err:
+        if kind == "mps":
+            why = "MPS is not available on this machine; use auto or cpu"
+        elif not torch.cuda.is_available():
+            why = "CUDA is not available on this machine; use auto or cpu"
+        else:
+            last = torch.cuda.device_count() - 1
+            why = f"this machine has CUDA devices cuda:0 .. cuda:{last}"
+        raise argparse.ArgumentTypeError(f"{why}; got {text!r}") from err
+    return text
+
+
 def _add_model_options(parser):
     parser.add_argument("folder", help="images: one sub-folder per class, or flat")
     parser.add_argument("--model", default="resnet18",
@@ -214,12 +413,13 @@ def _add_model_options(parser):
                         help="read this module's output (default: before the head)")
     parser.add_argument("--batch-size", type=_at_least(1), default=32)
     parser.add_argument("--workers", type=_at_least(0), default=None)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", type=_device, default="auto",
+                        help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="skxfer",
         description="Transfer learning for scikit-learn users.",
     )
@@ -232,12 +432,14 @@ def build_parser():
         "transferred (frozen, LP-FT), MLP and CNN routes. Prints a table and "
         "writes OUTPUT/transfer_demo.png.",
     )
-    demo.add_argument("--labels", type=int, nargs="+", default=[5, 10, 20, 50],
+    demo.add_argument("--labels", type=_at_least(1), nargs="+",
+                      default=[5, 10, 20, 50],
                       help="labelled images per class (default: 5 10 20 50)")
-    demo.add_argument("--seeds", type=int, default=5,
+    demo.add_argument("--seeds", type=_at_least(1), default=5,
                       help="random draws of the labelled images (default: 5)")
-    demo.add_argument("--epochs", type=int, default=150)
-    demo.add_argument("--device", default="auto")
+    demo.add_argument("--epochs", type=_at_least(1), default=150)
+    demo.add_argument("--device", type=_device, default="auto",
+                      help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     demo.add_argument("--output", default="skxfer-demo",
                       help="folder for the PNG and the table (default: skxfer-demo)")
     demo.add_argument("--no-plot", action="store_true",
@@ -258,8 +460,9 @@ def build_parser():
     _add_model_options(cv)
     cv.add_argument("--cv", type=_at_least(2), default=5,
                     help="folds, at least 2 (default: 5)")
-    cv.add_argument("--C", type=float, default=1.0,
-                    help="inverse regularisation of the logistic regression")
+    cv.add_argument("--C", type=_positive, default=1.0,
+                    help="inverse regularisation of the logistic regression, > 0 "
+                    "(default: 1.0)")
     cv.add_argument("--save", default=None,
                     help="save the fitted pipeline here with joblib")
     cv.set_defaults(func=_cv)
@@ -272,7 +475,8 @@ def main(argv=None):
         return args.func(args)
     except (ValueError, OSError, ImportError, RuntimeError) as err:
         # what a user can fix (a folder, a file, a name, the network): one line
-        print(f"skxfer {args.command}: error: {err}", file=sys.stderr)
+        message = re.sub(r"\s*\n\s*", " ", str(err).strip())
+        print(f"skxfer {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

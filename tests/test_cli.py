@@ -1,5 +1,7 @@
 """The command line: demo, extract, cv; and the plots."""
 
+from pathlib import Path
+
 import joblib
 import matplotlib
 import numpy as np
@@ -154,3 +156,311 @@ def test_plot_history_marks_unfreezing():
         from sklearn.linear_model import LogisticRegression
 
         plot_history(LogisticRegression(max_iter=5000).fit(X / 16, y))
+
+
+# ---- a folder is taken whole, or refused ------------------------------------------
+
+
+def save_pngs(folder, n, shade=0):
+    """``n`` 8x8 RGB PNGs named 0.png, 1.png, ... in ``folder`` (made if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = np.full((8, 8, 3), (shade + 37 * i) % 256, np.uint8)
+        Image.fromarray(img).save(folder / f"{i}.png")
+    return folder
+
+
+def index_rows(npy):
+    """The rows of the index written beside ``npy`` (without the header)."""
+    import csv
+
+    with open(npy.with_name(npy.stem + ".files.csv"), newline="") as f:
+        return list(csv.reader(f))
+
+
+def one_error_line(err, command="extract"):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"skxfer {command}: error: "), err
+    return lines[0]
+
+
+def test_a_mixed_layout_is_refused_in_one_line(tmp_path, capsys):
+    photos = save_pngs(tmp_path / "photos", 6)
+    save_pngs(photos / "thumbs", 2)
+    out = tmp_path / "f.npy"
+    assert main(["extract", str(photos), "-o", str(out), *FAST_MODEL]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert (f"{str(photos)!r} mixes layouts: 6 images at its top level and 2 in 1 "
+            "sub-folder (thumbs/: 2)") in line
+    assert "not both" in line
+    assert not out.exists()
+    assert main(["cv", str(photos), *FAST_MODEL]) == 2
+    assert "mixes layouts" in one_error_line(capsys.readouterr().err, "cv")
+
+
+def test_images_in_nested_folders_of_a_class_are_taken(tmp_path, capsys):
+    root = tmp_path / "photos"
+    save_pngs(root / "cat", 2)
+    save_pngs(root / "cat" / "kittens", 3)
+    save_pngs(root / "dog", 1)
+    save_pngs(root / ".cache", 4)  # hidden folders are not classes
+    out = tmp_path / "f.npy"
+    assert main(["extract", str(root), "-o", str(out), *FAST_MODEL]) == 0
+    rows = index_rows(out)[1:]
+    assert [r[1] for r in rows] == ["cat"] * 5 + ["dog"]
+    assert [r[0] for r in rows][:5] == [
+        str(root / "cat" / n) for n in
+        ("0.png", "1.png", "kittens/0.png", "kittens/1.png", "kittens/2.png")]
+    assert np.load(out).shape == (6, 512)
+    assert "6 images in" in capsys.readouterr().err
+
+
+def test_a_symlink_loop_is_not_followed(tmp_path, capsys):
+    flat = save_pngs(tmp_path / "flat", 4)
+    (flat / "loop").symlink_to(".", target_is_directory=True)
+    (flat / "up").symlink_to("..", target_is_directory=True)
+    out = tmp_path / "flat.npy"
+    assert main(["extract", str(flat), "-o", str(out), *FAST_MODEL]) == 0
+    rows = index_rows(out)
+    assert rows[0] == ["file"]  # no label column: a flat folder
+    assert [r[0] for r in rows[1:]] == [str(flat / f"{i}.png") for i in range(4)]
+    # a loop inside a class, and a class that is a link to a folder elsewhere
+    classes = tmp_path / "classes"
+    save_pngs(classes / "cat", 2)
+    (classes / "cat" / "again").symlink_to("..", target_is_directory=True)
+    save_pngs(tmp_path / "elsewhere" / "dogs", 3)
+    (classes / "dog").symlink_to(tmp_path / "elsewhere" / "dogs",
+                                 target_is_directory=True)
+    out = tmp_path / "classes.npy"
+    assert main(["extract", str(classes), "-o", str(out), *FAST_MODEL]) == 0
+    rows = index_rows(out)[1:]
+    assert [r[1] for r in rows] == ["cat"] * 2 + ["dog"] * 3
+    assert [r[0] for r in rows] == (
+        [str(classes / "cat" / f"{i}.png") for i in range(2)]
+        + [str(classes / "dog" / f"{i}.png") for i in range(3)])
+
+
+def test_a_broken_link_named_like_an_image_is_refused(tmp_path, capsys):
+    flat = save_pngs(tmp_path / "flat", 2)
+    (flat / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert main(["extract", str(flat), "-o", str(tmp_path / "f.npy"),
+                 *FAST_MODEL]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{str(flat / 'gone.png')!r} is a broken link" in line
+
+
+# ---- labels are the folder names, unchanged ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signs(tmp_path_factory):
+    """Classes named like numbers (-1, +1) and like a formula (=cat)."""
+    root = tmp_path_factory.mktemp("signs")
+    for shade, cls in ((0, "-1"), (100, "+1"), (200, "=cat")):
+        save_pngs(root / cls, 3, shade)
+    return root
+
+
+def test_labels_are_the_folder_names_in_every_output(signs, tmp_path, capsys):
+    import csv
+
+    out = tmp_path / "f.npy"
+    assert main(["extract", str(signs), "-o", str(out), *FAST_MODEL]) == 0
+    # a spreadsheet reads -1 and +1 as numbers: only the formula is quoted
+    assert [r[1] for r in index_rows(out)[1:]] == (
+        ["+1"] * 3 + ["-1"] * 3 + ["'=cat"] * 3)
+    table = tmp_path / "f.csv"
+    assert main(["extract", str(signs), "-o", str(table), *FAST_MODEL]) == 0
+    with open(table, newline="") as f:
+        assert [r[1] for r in list(csv.reader(f))[1:]] == (
+            ["+1"] * 3 + ["-1"] * 3 + ["'=cat"] * 3)
+    model = tmp_path / "model.joblib"
+    capsys.readouterr()
+    assert main(["cv", str(signs), "--cv", "3", "--save", str(model),
+                 *FAST_MODEL]) == 0
+    captured = capsys.readouterr()
+    assert "'+1" not in captured.out and "'-1" not in captured.out
+    assert "{'+1': 3, '-1': 3, '=cat': 3}" in captured.err
+    report = [line.split()[0] for line in captured.out.splitlines()
+              if line.split()[:1] in (["+1"], ["-1"], ["=cat"])]
+    assert report[:3] == ["+1", "-1", "=cat"]  # the classification report
+    assert list(joblib.load(model).classes_) == ["+1", "-1", "=cat"]
+
+
+def test_labels_are_the_folder_names_in_parquet(signs, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "f.parquet"
+    assert main(["extract", str(signs), "-o", str(out), *FAST_MODEL]) == 0
+    assert list(pd.read_parquet(out)["label"]) == ["+1"] * 3 + ["-1"] * 3 + [
+        "=cat"] * 3
+
+
+@pytest.mark.parametrize("cell, written", [
+    ("cat", "cat"), ("", ""), ("1+1", "1+1"), ("a=b", "a=b"),
+    ("-1", "-1"), ("+1", "+1"), ("-0.5", "-0.5"), ("+2.5e-3", "+2.5e-3"),
+    ("-.5", "-.5"),
+    ("=1+2", "'=1+2"), ("@SUM(A1)", "'@SUM(A1)"), ("\t=1", "'\t=1"),
+    ("\r=1", "'\r=1"), ("-1+2", "'-1+2"), ("+cmd", "'+cmd"), ("-", "'-"),
+    ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"), ("-1e", "'-1e"),
+])
+def test_the_formula_guard_quotes_only_what_a_spreadsheet_would_run(cell, written):
+    from skxfer.cli import _safe_cell
+
+    assert _safe_cell(cell) == written
+
+
+# ---- every option and output checked before any work ------------------------------
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if the folder is listed or a network built."""
+    import skxfer._demo
+    import skxfer.datasets
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the options were checked")
+
+    monkeypatch.setattr(skxfer.datasets, "load_image_folder", refuse)
+    monkeypatch.setattr(skxfer._demo, "run_demo", refuse)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--C", "-1", "argument --C: must be a finite number > 0; got '-1'"),
+    ("--C", "0", "argument --C: must be a finite number > 0; got '0'"),
+    ("--C", "nan", "argument --C: must be a finite number > 0; got 'nan'"),
+    ("--C", "inf", "argument --C: must be a finite number > 0; got 'inf'"),
+    ("--cv", "1", "argument --cv: must be an integer >= 2; got '1'"),
+    ("--batch-size", "0", "argument --batch-size: must be an integer >= 1; got '0'"),
+    ("--device", "gpu",
+     "argument --device: must be auto, cpu, cuda, cuda:N or mps; got 'gpu'"),
+])
+def test_bad_options_are_refused_in_one_line_naming_the_option(
+        signs, no_work, option, value, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["cv", str(signs), *FAST_MODEL, option, value])
+    assert exit_.value.code == 2
+    line = one_error_line(capsys.readouterr().err, "cv")
+    assert line == f"skxfer cv: error: {message} (see skxfer cv --help)"
+
+
+def test_a_device_this_machine_lacks_is_refused_naming_the_option(signs, no_work,
+                                                                 capsys):
+    import torch
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["extract", str(signs), *FAST_MODEL, "--device", "cuda:99"])
+    assert exit_.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "argument --device: " in line and "PretrainedFeatureExtractor" not in line
+    if not torch.cuda.is_available():
+        assert "CUDA is not available on this machine; use auto or cpu" in line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "resnet181", "--weights", "none"],
+     "--model resnet181: no such torchvision model. Did you mean 'resnet18'"),
+    (["--weights", "IMAGENET1K_V9"], "--weights IMAGENET1K_V9: not a weights name "
+     "of resnet18 (those are IMAGENET1K_V1, DEFAULT); or pass a local .pth file or "
+     "none."),
+    (["--weights", "missing.pth"], "--weights missing.pth: no file there"),
+    (["--weights", "none", "--layer", "layer9"],
+     "--layer layer9: resnet18 has no module of that name. Did you mean 'layer4'"),
+])
+def test_model_options_are_checked_before_the_folder_is_listed(signs, no_work,
+                                                               args, message,
+                                                               capsys):
+    assert main(["extract", str(signs), "--quiet", *args]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"skxfer extract: error: {message}")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "0"], "argument --seeds: must be an integer >= 1; got '0'"),
+    (["--epochs", "0"], "argument --epochs: must be an integer >= 1; got '0'"),
+    (["--labels", "5", "0"], "argument --labels: must be an integer >= 1; got '0'"),
+])
+def test_bad_demo_options_are_refused_before_the_demo_runs(args, message, no_work,
+                                                          capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--no-plot", *args])
+    assert exit_.value.code == 2
+    assert one_error_line(capsys.readouterr().err, "demo") == (
+        f"skxfer demo: error: {message} (see skxfer demo --help)")
+
+
+def test_demo_checks_labels_and_its_output_folder_before_it_runs(tmp_path, no_work,
+                                                                capsys):
+    assert main(["demo", "--no-plot", "--labels", "5", "1000"]) == 2
+    line = one_error_line(capsys.readouterr().err, "demo")
+    assert "--labels 1000: the smallest class of the target task has 446 images" in line
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert main(["demo", "--output", str(a_file / "out")]) == 2
+    line = one_error_line(capsys.readouterr().err, "demo")
+    assert f"--output {a_file / 'out'}: {str(a_file)!r} is a file" in line
+    assert main(["demo", "--output", str(a_file)]) == 2
+    assert f"--output {a_file}: is a file, not a folder." in one_error_line(
+        capsys.readouterr().err, "demo")
+    if Path("/proc").is_dir():  # not writable, even for root
+        assert main(["demo", "--output", "/proc/skxfer-demo"]) == 2
+        assert "cannot write in the folder '/proc'" in one_error_line(
+            capsys.readouterr().err, "demo")
+
+
+@pytest.mark.parametrize("command", ["extract", "cv"])
+def test_outputs_are_checked_writable_before_any_work(command, signs, tmp_path,
+                                                      no_work, capsys):
+    option = "-o" if command == "extract" else "--save"
+    name = "--output" if command == "extract" else "--save"
+    a_folder = tmp_path / "a_folder.npy"
+    a_folder.mkdir()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = [
+        (a_folder, "is a folder, not a file"),
+        (a_file / "f.npy", f"{str(a_file)!r} is a file, not a folder"),
+        (tmp_path / "nowhere" / "f.npy",
+         f"the folder {str(tmp_path / 'nowhere')!r} does not exist; create it first"),
+    ]
+    if Path("/proc").is_dir():  # not writable, even for root
+        cases.append((Path("/proc/f.npy"), "cannot write in the folder '/proc'"))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    read_only = tmp_path / "read_only.npy"
+    read_only.write_text("")
+    read_only.chmod(0o444)
+    try:  # permission bits do not bind root (with its usual capabilities)
+        (locked / "probe").touch()
+    except PermissionError:
+        cases.append((locked / "f.npy", f"cannot write in the folder {str(locked)!r}"))
+        cases.append((read_only, "exists and cannot be overwritten"))
+    for path, message in cases:
+        assert main([command, str(signs), option, str(path), *FAST_MODEL]) == 2
+        line = one_error_line(capsys.readouterr().err, command)
+        assert line == f"skxfer {command}: error: {name} {path}: {message}."
+
+
+def test_the_index_beside_an_npy_is_checked_too(signs, tmp_path, no_work, capsys):
+    (tmp_path / "f.files.csv").mkdir()
+    assert main(["extract", str(signs), "-o", str(tmp_path / "f.npy"),
+                 *FAST_MODEL]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"--output {tmp_path / 'f.npy'}: its index {tmp_path / 'f.files.csv'}" in (
+        line)
+
+
+def test_parquet_needs_an_engine_before_any_work(signs, tmp_path, no_work,
+                                                 monkeypatch, capsys):
+    import sys
+
+    pytest.importorskip("pandas")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "fastparquet", None)
+    assert main(["extract", str(signs), "-o", str(tmp_path / "f.parquet"),
+                 *FAST_MODEL]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "--output .parquet needs pyarrow" in line
+    assert 'pip install "skxfer[pandas]"' in line
