@@ -104,6 +104,7 @@ __all__ = [
     "make_da_pipeline",
     "make_da_scorer",
     "pack_domains",
+    "read_domains",
 ]
 
 # skada's defaults: source rows 1, target rows -2 when packed, and -1 for rows
@@ -1021,9 +1022,13 @@ def _requests_domain(step, method):
     whether or not routing is enabled, so a ``Pipeline``, ``ColumnTransformer``
     or ``FeatureUnion`` holding an aligner is seen to consume it. A step whose
     method takes ``sample_domain`` without declaring whether it wants it is
-    refused, naming the declaration.
+    refused, naming the declaration. An estimator that implements no
+    metadata routing (scikit-learn's ``AdaBoostClassifier``) consumes none.
     """
-    routing = get_routing_for_object(step)
+    try:
+        routing = get_routing_for_object(step)
+    except NotImplementedError:
+        return False
     if routing.consumes(method, ["sample_domain"]):
         return True
     if isinstance(routing, MetadataRequest):
@@ -2213,7 +2218,10 @@ class CircularValidation(_DomainScorer):
         backward_target = np.full(len(source), UNKNOWN_TARGET_DOMAIN)
         if not regression and len(np.unique(predicted)) == 1:
             # one class cannot train a classifier; it would predict it everywhere
-            backward = _Constant(predicted[0], list(estimator.classes_))
+            classes = getattr(estimator, "classes_", None)
+            if classes is None:  # e.g. skada's pipelines do not expose them
+                classes = np.unique(np.r_[y_source, predicted[:1]])
+            backward = _Constant(predicted[0], list(classes))
         else:
             # backward: the target rows, with their predicted labels, become the
             # source; the source rows become the (unlabelled) target

@@ -28,8 +28,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import make_column_transformer
 from sklearn.covariance import ledoit_wolf
 from sklearn.datasets import load_digits, make_classification, make_regression
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import AdaBoostClassifier
 from sklearn.exceptions import DataDimensionalityWarning
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import f1_score
 from sklearn.model_selection import (
     GridSearchCV,
     KFold,
@@ -266,6 +269,16 @@ def test_aligner_in_a_plain_pipeline_warns_that_it_is_the_identity(shift):
         the_pipeline().fit(X, y)                        # domains given
 
 
+def test_steps_without_metadata_routing_still_fit(shift):
+    # AdaBoostClassifier implements no metadata routing: it gets no domains
+    X_s, y_s, X_t, y_t, X, y, domain = shift
+    pipe = make_da_pipeline(StandardScaler(), CORAL(),
+                            AdaBoostClassifier(n_estimators=5, random_state=0))
+    pipe.fit(X, y)
+    assert list(pipe.classes_) == [0, 1]
+    assert make_da_scorer("accuracy")(pipe, X, y) == pipe.score(X, y)
+
+
 class _AlignerWithoutRequest(BaseEstimator):
     def fit(self, X, y=None, sample_domain=None):
         return self
@@ -430,6 +443,13 @@ def test_circular_validation_takes_scorer_names(shift):
         "The 'source_scorer' of CircularValidation must be a scorer name"
     )):
         CircularValidation(source_scorer=3)(pipe, X, y)
+    # target rows all predicted as one class: the backward model predicts it too
+    dummy = make_da_pipeline(CORAL(), DummyClassifier()).fit(X, y)
+    assert CircularValidation()(dummy, X, y) == 0.5
+    constant = np.full(len(y_s), dummy.predict(X_t[:1])[0])
+    assert CircularValidation(source_scorer="f1_macro")(dummy, X, y) == f1_score(
+        y_s, constant, average="macro")
+    assert CircularValidation(source_scorer="roc_auc")(dummy, X, y) == 0.5
 
 
 class _RoutedDA(ClassifierMixin, BaseEstimator):
