@@ -1,0 +1,186 @@
+"""``skxfer.adapt``'s public face and its pickles stay as they were.
+
+Fixtures in ``tests/data``: ``adapt_skxfer_0.2.0.dev0_one_module.*`` were
+fitted and pickled when ``skxfer.adapt`` was a single module (its classes
+named ``skxfer.adapt.CORAL``, ``skxfer.adapt._DAScorer`` ... in the pickle),
+with their outputs beside them, by :func:`write_fixture`.
+"""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import skxfer.adapt
+
+DATA = Path(__file__).resolve().parent / "data"
+ONE_MODULE = DATA / "adapt_skxfer_0.2.0.dev0_one_module"
+
+PUBLIC = [
+    "CORAL",
+    "CircularValidation",
+    "DAPipeline",
+    "DomainSplitError",
+    "PredictionEntropyScorer",
+    "SubspaceAlignment",
+    "make_da_pipeline",
+    "make_da_scorer",
+    "pack_domains",
+    "read_domains",
+]
+
+
+def write_fixture(stem):
+    """Fit the fixture's objects, pickle them to ``stem.pkl``, outputs to
+    ``stem.npz`` (how ``adapt_skxfer_0.2.0.dev0_one_module`` was written)."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skxfer.adapt import (
+        CORAL,
+        CircularValidation,
+        PredictionEntropyScorer,
+        SubspaceAlignment,
+        make_da_pipeline,
+        make_da_scorer,
+        pack_domains,
+    )
+
+    X, y = make_classification(240, n_features=6, n_informative=4, random_state=0)
+    rng = np.random.RandomState(0)
+    X_s, y_s = X[:120], y[:120]
+    X_t, y_t = X[120:] * rng.uniform(0.3, 3.0, 6) + rng.normal(0, 2, 6), y[120:]
+    X, y_masked, domain = pack_domains(X_s, y_s, X_t)
+    y_known = np.r_[y_s, y_t]
+    r = X[:, 0] * 2.0 + X[:, 1] + 0.5
+    r_masked = np.where(domain > 0, r, np.nan)
+    fitted = {
+        "pipeline": make_da_pipeline(StandardScaler(), CORAL(), LogisticRegression())
+        .fit(X, y_masked),
+        "nested": make_da_pipeline(
+            make_pipeline(StandardScaler(), SubspaceAlignment(n_components=4)),
+            LogisticRegression()).fit(X, y_masked),
+        "regressor": make_da_pipeline(StandardScaler(), CORAL(reg=0.1), Ridge())
+        .fit(X, r_masked),
+        "coral": CORAL(reg=0.2).fit(X, sample_domain=domain),
+        "subspace": SubspaceAlignment(n_components=3).fit(X, sample_domain=domain),
+        "search": GridSearchCV(
+            make_da_pipeline(StandardScaler(), CORAL(), LogisticRegression()),
+            {"coral": ["passthrough", CORAL()]},
+            scoring={"f1": make_da_scorer("f1_macro"),
+                     "circular": CircularValidation(),
+                     "entropy": PredictionEntropyScorer()},
+            refit="f1", cv=2,
+        ).fit(X, y_masked),
+        "scorers": [make_da_scorer("accuracy"),
+                    CircularValidation(source_scorer="f1_macro"),
+                    PredictionEntropyScorer()],
+    }
+    pipe = fitted["pipeline"]
+    out = {
+        "X": X, "y_masked": y_masked, "y_known": y_known, "domain": domain,
+        "pipeline_proba": pipe.predict_proba(X_t),
+        "pipeline_proba_source": pipe.predict_proba(X_s, sample_domain=1),
+        "nested_proba": fitted["nested"].predict_proba(X, sample_domain=domain),
+        "regressor": fitted["regressor"].predict(X, sample_domain=domain),
+        "coral": fitted["coral"].transform(X, sample_domain=domain),
+        "subspace": fitted["subspace"].transform(X, sample_domain=domain),
+        "search_proba": fitted["search"].predict_proba(X_t),
+        "search_results": np.array([
+            fitted["search"].cv_results_[f"mean_test_{k}"]
+            for k in ("f1", "circular", "entropy")]),
+        "scores": np.array(_scores(fitted["scorers"], pipe, X, y_masked, y_known,
+                                   domain)),
+    }
+    with open(f"{stem}.pkl", "wb") as f:
+        pickle.dump(fitted, f, protocol=4)
+    np.savez_compressed(f"{stem}.npz", **out)
+
+
+def _scores(scorers, pipe, X, y_masked, y_known, domain):
+    da_scorer, circular, entropy = scorers
+    return [da_scorer(pipe, X, y_known, sample_domain=domain),
+            circular(pipe, X, y_masked), entropy(pipe, X, y_masked)]
+
+
+class _Recording(pickle.Unpickler):
+    """An unpickler that records the (module, name) of every class it loads."""
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.paths = set()
+
+    def find_class(self, module, name):
+        self.paths.add((module, name))
+        return super().find_class(module, name)
+
+
+@pytest.fixture(scope="module")
+def one_module():
+    with open(f"{ONE_MODULE}.pkl", "rb") as f:
+        unpickler = _Recording(f)
+        fitted = unpickler.load()
+    return fitted, unpickler.paths, np.load(f"{ONE_MODULE}.npz")
+
+
+def test_public_names_are_unchanged():
+    assert sorted(skxfer.adapt.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert getattr(skxfer.adapt, name) is not None
+
+
+def test_pickles_name_the_old_paths_and_those_resolve(one_module):
+    # the fixture was pickled when every class lived in the module skxfer.adapt:
+    # those paths must stay importable (a private one included: the scorer a
+    # fitted search holds)
+    _, paths, _ = one_module
+    ours = {(module, name) for module, name in paths if module.startswith("skxfer")}
+    assert ours == {
+        ("skxfer.adapt", "CORAL"),
+        ("skxfer.adapt", "CircularValidation"),
+        ("skxfer.adapt", "DAPipeline"),
+        ("skxfer.adapt", "PredictionEntropyScorer"),
+        ("skxfer.adapt", "SubspaceAlignment"),
+        ("skxfer.adapt", "_DAScorer"),
+    }
+    # the classes they resolve to are the ones the package builds today
+    assert type(skxfer.adapt.make_da_scorer("accuracy")) is skxfer.adapt._DAScorer
+    for name in ("CORAL", "CircularValidation", "DAPipeline",
+                 "PredictionEntropyScorer", "SubspaceAlignment"):
+        cls = getattr(skxfer.adapt, name)
+        assert cls.__name__ == name and cls.__module__.startswith("skxfer.adapt")
+
+
+def test_pickles_from_one_module_predict_the_same(one_module):
+    fitted, _, out = one_module
+    X, domain = out["X"], out["domain"]
+    X_s, X_t = X[domain > 0], X[domain < 0]
+    close = dict(atol=1e-6, rtol=0)
+    pipe = fitted["pipeline"]
+    np.testing.assert_allclose(pipe.predict_proba(X_t), out["pipeline_proba"],
+                               **close)
+    np.testing.assert_allclose(pipe.predict_proba(X_s, sample_domain=1),
+                               out["pipeline_proba_source"], **close)
+    np.testing.assert_allclose(
+        fitted["nested"].predict_proba(X, sample_domain=domain), out["nested_proba"],
+        **close)
+    np.testing.assert_allclose(
+        fitted["regressor"].predict(X, sample_domain=domain), out["regressor"],
+        **close)
+    for name in ("coral", "subspace"):
+        np.testing.assert_allclose(
+            fitted[name].transform(X, sample_domain=domain), out[name], **close)
+    np.testing.assert_allclose(fitted["search"].predict_proba(X_t),
+                               out["search_proba"], **close)
+
+
+def test_pickled_scorers_score_the_same(one_module):
+    fitted, _, out = one_module
+    X, domain = out["X"], out["domain"]
+    scores = _scores(fitted["scorers"], fitted["pipeline"], X, out["y_masked"],
+                     out["y_known"], domain)
+    np.testing.assert_allclose(scores, out["scores"], atol=1e-9)
