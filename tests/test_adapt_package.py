@@ -6,7 +6,10 @@ named ``skxfer.adapt.CORAL``, ``skxfer.adapt._DAScorer`` ... in the pickle),
 with their outputs beside them, by :func:`write_fixture`.
 """
 
+import ast
+import io
 import pickle
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ import pytest
 
 import skxfer.adapt
 
+PACKAGE = Path(skxfer.adapt.__file__).resolve().parent
 DATA = Path(__file__).resolve().parent / "data"
 ONE_MODULE = DATA / "adapt_skxfer_0.2.0.dev0_one_module"
 
@@ -131,6 +135,34 @@ def test_public_names_are_unchanged():
     assert sorted(skxfer.adapt.__all__) == PUBLIC
     for name in PUBLIC:
         assert getattr(skxfer.adapt, name) is not None
+
+
+def lines_of_code(source):
+    """Lines that are not blank, a comment or part of a docstring."""
+    docstrings = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                             ast.AsyncFunctionDef)):
+            first = node.body[0] if node.body else None
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                docstrings.update(range(first.lineno, first.end_lineno + 1))
+    code = set()
+    skip = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
+            tokenize.DEDENT, tokenize.ENDMARKER)
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type not in skip:
+            code.update(range(token.start[0], token.end[0] + 1))
+    return len(code - docstrings)
+
+
+def test_one_module_per_concern_none_over_600_lines_of_code():
+    modules = {path.name: lines_of_code(path.read_text())
+               for path in sorted(PACKAGE.glob("*.py"))}
+    assert set(modules) >= {"__init__.py", "_domains.py", "_aligners.py",
+                            "_pipeline.py", "_scoring.py"}
+    assert max(modules.values()) <= 600, modules
+    assert lines_of_code('"""doc"""\n\n# a comment\nx = 1  # one\n') == 1
 
 
 def test_pickles_name_the_old_paths_and_those_resolve(one_module):
