@@ -604,31 +604,6 @@ def test_fitted_da_pipeline_pickles_and_predicts_the_same(digit_images):
                        pipe.predict_proba(X_s, sample_domain=1))
 
 
-DATA = Path(__file__).resolve().parent / "data"
-
-
-def test_pickles_from_before_the_centred_frame_predict_the_same():
-    # a DAPipeline, a CORAL and a SubspaceAlignment fitted and pickled by skxfer
-    # when CORAL's output kept the target's mean: their later steps learned that
-    # frame, so a loaded CORAL keeps it
-    with open(DATA / "adapt_skxfer_0.2.0.dev0_uncentred.pkl", "rb") as f:
-        fitted = pickle.load(f)
-    out = np.load(DATA / "adapt_skxfer_0.2.0.dev0_uncentred.npz")
-    X, domain = out["X"], out["domain"]
-    X_s, X_t = X[domain > 0], X[domain < 0]
-    pipe = fitted["pipeline"]
-    np.testing.assert_allclose(pipe.predict_proba(X_t), out["pipeline_proba"],
-                               atol=1e-6)
-    np.testing.assert_allclose(pipe.predict_proba(X_s, sample_domain=1),
-                               out["pipeline_proba_source"], atol=1e-6)
-    for name in ("coral", "subspace"):
-        np.testing.assert_allclose(
-            fitted[name].transform(X, sample_domain=domain), out[name], atol=1e-6)
-    # refitted, CORAL's output is centred
-    refit = clone(fitted["coral"]).fit(X, sample_domain=domain)
-    assert np.allclose(refit.transform(X, sample_domain=domain).mean(axis=0), 0.0)
-
-
 def test_import_leaves_sklearn_config_unchanged():
     code = (
         "import sklearn; before = sklearn.get_config(); "

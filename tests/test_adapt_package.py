@@ -1,19 +1,33 @@
 """``skxfer.adapt``'s public face and its pickles stay as they were.
 
-Fixtures in ``tests/data``: ``adapt_skxfer_0.2.0.dev0_one_module.*`` were
-fitted and pickled when ``skxfer.adapt`` was a single module (its classes
-named ``skxfer.adapt.CORAL``, ``skxfer.adapt._DAScorer`` ... in the pickle),
-with their outputs beside them, by :func:`write_fixture`.
+Fixtures in ``tests/data``, fitted and pickled by older code with their
+outputs beside them:
+
+- ``adapt_skxfer_0.2.0.dev0_one_module*``: written by :func:`write_fixture`
+  when ``skxfer.adapt`` was a single module (the pickles name
+  ``skxfer.adapt.CORAL``, ``skxfer.adapt._DAScorer`` ...). The ``_portable``
+  pickle holds skxfer's objects alone and loads under any scikit-learn; the
+  other holds scikit-learn estimators too (a scaler, a classifier, a search,
+  scikit-learn's scorer inside ``make_da_scorer``), which scikit-learn loads
+  only with the version that wrote them (its minor version, here): elsewhere,
+  as in the lowest-versions run, those tests are skipped, saying why.
+- ``adapt_skxfer_0.2.0.dev0_uncentred*``: written when CORAL's output kept the
+  target's mean.
 """
 
 import ast
 import io
 import pickle
+import pickletools
 import tokenize
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sklearn
+from sklearn.base import clone
+from sklearn.exceptions import InconsistentVersionWarning
 
 import skxfer.adapt
 
@@ -36,8 +50,9 @@ PUBLIC = [
 
 
 def write_fixture(stem):
-    """Fit the fixture's objects, pickle them to ``stem.pkl``, outputs to
-    ``stem.npz`` (how ``adapt_skxfer_0.2.0.dev0_one_module`` was written)."""
+    """Fit the fixture's objects and pickle them: skxfer's alone to
+    ``{stem}_portable.pkl``, the others to ``{stem}.pkl``, their outputs to
+    ``{stem}.npz`` (how ``adapt_skxfer_0.2.0.dev0_one_module`` was written)."""
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.model_selection import GridSearchCV
@@ -70,8 +85,6 @@ def write_fixture(stem):
             LogisticRegression()).fit(X, y_masked),
         "regressor": make_da_pipeline(StandardScaler(), CORAL(reg=0.1), Ridge())
         .fit(X, r_masked),
-        "coral": CORAL(reg=0.2).fit(X, sample_domain=domain),
-        "subspace": SubspaceAlignment(n_components=3).fit(X, sample_domain=domain),
         "search": GridSearchCV(
             make_da_pipeline(StandardScaler(), CORAL(), LogisticRegression()),
             {"coral": ["passthrough", CORAL()]},
@@ -84,6 +97,14 @@ def write_fixture(stem):
                     CircularValidation(source_scorer="f1_macro"),
                     PredictionEntropyScorer()],
     }
+    portable = {
+        "coral": CORAL(reg=0.2).fit(X, sample_domain=domain),
+        "subspace": SubspaceAlignment(n_components=3).fit(X, sample_domain=domain),
+        "aligners": make_da_pipeline(CORAL(), SubspaceAlignment(n_components=4))
+        .fit(X, y_masked),
+        "scorers": [CircularValidation(source_scorer="f1_macro"),
+                    PredictionEntropyScorer()],
+    }
     pipe = fitted["pipeline"]
     out = {
         "X": X, "y_masked": y_masked, "y_known": y_known, "domain": domain,
@@ -91,8 +112,9 @@ def write_fixture(stem):
         "pipeline_proba_source": pipe.predict_proba(X_s, sample_domain=1),
         "nested_proba": fitted["nested"].predict_proba(X, sample_domain=domain),
         "regressor": fitted["regressor"].predict(X, sample_domain=domain),
-        "coral": fitted["coral"].transform(X, sample_domain=domain),
-        "subspace": fitted["subspace"].transform(X, sample_domain=domain),
+        "coral": portable["coral"].transform(X, sample_domain=domain),
+        "subspace": portable["subspace"].transform(X, sample_domain=domain),
+        "aligners": portable["aligners"].transform(X, sample_domain=domain),
         "search_proba": fitted["search"].predict_proba(X_t),
         "search_results": np.array([
             fitted["search"].cv_results_[f"mean_test_{k}"]
@@ -102,6 +124,8 @@ def write_fixture(stem):
     }
     with open(f"{stem}.pkl", "wb") as f:
         pickle.dump(fitted, f, protocol=4)
+    with open(f"{stem}_portable.pkl", "wb") as f:
+        pickle.dump(portable, f, protocol=4)
     np.savez_compressed(f"{stem}.npz", **out)
 
 
@@ -123,12 +147,45 @@ class _Recording(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-@pytest.fixture(scope="module")
-def one_module():
-    with open(f"{ONE_MODULE}.pkl", "rb") as f:
+def _sklearn_versions(path):
+    """The scikit-learn versions a pickle's scikit-learn estimators were written
+    by (the ``_sklearn_version`` of their states; skxfer's carry none), read
+    without unpickling."""
+    versions, previous = set(), None
+    for _, arg, _ in pickletools.genops(path.read_bytes()):
+        if isinstance(arg, str):
+            if previous == "_sklearn_version":
+                versions.add(arg)
+            previous = arg
+    return versions
+
+
+def _minor(version):
+    return tuple(version.split(".")[:2])
+
+
+def load(path):
+    """The objects pickled at ``path`` and the class paths the pickle names.
+
+    A pickle holding scikit-learn's own estimators loads only under the
+    scikit-learn (minor) version that wrote it; elsewhere the test is skipped.
+    """
+    written = _sklearn_versions(path)
+    if any(_minor(v) != _minor(sklearn.__version__) for v in written):
+        pytest.skip(
+            f"{path.name} holds scikit-learn {sorted(written)} estimators, which "
+            f"scikit-learn {sklearn.__version__} does not load (it supports "
+            "unpickling only with the version that pickled)"
+        )
+    with open(path, "rb") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", InconsistentVersionWarning)
         unpickler = _Recording(f)
-        fitted = unpickler.load()
-    return fitted, unpickler.paths, np.load(f"{ONE_MODULE}.npz")
+        return unpickler.load(), unpickler.paths
+
+
+@pytest.fixture(scope="module")
+def outputs():
+    return np.load(f"{ONE_MODULE}.npz")
 
 
 def test_public_names_are_unchanged():
@@ -165,11 +222,10 @@ def test_one_module_per_concern_none_over_600_lines_of_code():
     assert lines_of_code('"""doc"""\n\n# a comment\nx = 1  # one\n') == 1
 
 
-def test_pickles_name_the_old_paths_and_those_resolve(one_module):
-    # the fixture was pickled when every class lived in the module skxfer.adapt:
-    # those paths must stay importable (a private one included: the scorer a
-    # fitted search holds)
-    _, paths, _ = one_module
+def test_pickles_name_the_old_paths_and_those_resolve():
+    # the fixtures were pickled when every class lived in the module skxfer.adapt:
+    # those paths must stay importable
+    _, paths = load(Path(f"{ONE_MODULE}_portable.pkl"))
     ours = {(module, name) for module, name in paths if module.startswith("skxfer")}
     assert ours == {
         ("skxfer.adapt", "CORAL"),
@@ -177,42 +233,88 @@ def test_pickles_name_the_old_paths_and_those_resolve(one_module):
         ("skxfer.adapt", "DAPipeline"),
         ("skxfer.adapt", "PredictionEntropyScorer"),
         ("skxfer.adapt", "SubspaceAlignment"),
-        ("skxfer.adapt", "_DAScorer"),
     }
-    # the classes they resolve to are the ones the package builds today
-    assert type(skxfer.adapt.make_da_scorer("accuracy")) is skxfer.adapt._DAScorer
-    for name in ("CORAL", "CircularValidation", "DAPipeline",
-                 "PredictionEntropyScorer", "SubspaceAlignment"):
+    # each resolves, at its old path, to the class the package builds today
+    for _, name in ours:
         cls = getattr(skxfer.adapt, name)
-        assert cls.__name__ == name and cls.__module__.startswith("skxfer.adapt")
+        assert cls.__name__ == name and cls.__module__.startswith("skxfer.adapt.")
 
 
-def test_pickles_from_one_module_predict_the_same(one_module):
-    fitted, _, out = one_module
-    X, domain = out["X"], out["domain"]
+def test_a_pickled_search_names_the_private_scorer_path():
+    # a search fitted with make_da_scorer holds skxfer.adapt._DAScorer
+    _, paths = load(Path(f"{ONE_MODULE}.pkl"))
+    assert ("skxfer.adapt", "_DAScorer") in paths
+    assert type(skxfer.adapt.make_da_scorer("accuracy")) is skxfer.adapt._DAScorer
+
+
+def test_portable_pickles_from_one_module_transform_and_score_the_same(outputs):
+    # skxfer's objects alone: under any scikit-learn (the lowest-versions run too)
+    portable, _ = load(Path(f"{ONE_MODULE}_portable.pkl"))
+    X, domain = outputs["X"], outputs["domain"]
+    for name in ("coral", "subspace", "aligners"):
+        np.testing.assert_allclose(
+            portable[name].transform(X, sample_domain=domain), outputs[name],
+            atol=1e-6, rtol=0)
+    circular, entropy = portable["scorers"]
+    assert repr(circular) == "CircularValidation(source_scorer='f1_macro')"
+    assert repr(entropy) == "PredictionEntropyScorer()"
+    # refitted, they fit as before (the loaded parameters are whole)
+    again = clone(portable["aligners"]).fit(X, outputs["y_masked"])
+    np.testing.assert_allclose(again.transform(X, sample_domain=domain),
+                               outputs["aligners"], atol=1e-9, rtol=0)
+
+
+def test_pickles_from_one_module_predict_the_same(outputs):
+    fitted, _ = load(Path(f"{ONE_MODULE}.pkl"))
+    X, domain = outputs["X"], outputs["domain"]
     X_s, X_t = X[domain > 0], X[domain < 0]
     close = dict(atol=1e-6, rtol=0)
     pipe = fitted["pipeline"]
-    np.testing.assert_allclose(pipe.predict_proba(X_t), out["pipeline_proba"],
+    np.testing.assert_allclose(pipe.predict_proba(X_t), outputs["pipeline_proba"],
                                **close)
     np.testing.assert_allclose(pipe.predict_proba(X_s, sample_domain=1),
-                               out["pipeline_proba_source"], **close)
+                               outputs["pipeline_proba_source"], **close)
     np.testing.assert_allclose(
-        fitted["nested"].predict_proba(X, sample_domain=domain), out["nested_proba"],
-        **close)
+        fitted["nested"].predict_proba(X, sample_domain=domain),
+        outputs["nested_proba"], **close)
     np.testing.assert_allclose(
-        fitted["regressor"].predict(X, sample_domain=domain), out["regressor"],
+        fitted["regressor"].predict(X, sample_domain=domain), outputs["regressor"],
         **close)
+    np.testing.assert_allclose(fitted["search"].predict_proba(X_t),
+                               outputs["search_proba"], **close)
+
+
+def test_pickled_scorers_score_the_same(outputs):
+    fitted, _ = load(Path(f"{ONE_MODULE}.pkl"))
+    portable, _ = load(Path(f"{ONE_MODULE}_portable.pkl"))
+    X, domain = outputs["X"], outputs["domain"]
+    args = (fitted["pipeline"], X, outputs["y_masked"], outputs["y_known"], domain)
+    np.testing.assert_allclose(_scores(fitted["scorers"], *args), outputs["scores"],
+                               atol=1e-9)
+    np.testing.assert_allclose(
+        _scores([fitted["scorers"][0], *portable["scorers"]], *args),
+        outputs["scores"], atol=1e-9)
+
+
+UNCENTRED = DATA / "adapt_skxfer_0.2.0.dev0_uncentred"
+
+
+def test_pickles_from_before_the_centred_frame_predict_the_same():
+    # a DAPipeline, a CORAL and a SubspaceAlignment fitted and pickled by skxfer
+    # when CORAL's output kept the target's mean: their later steps learned that
+    # frame, so a loaded CORAL keeps it
+    fitted, _ = load(Path(f"{UNCENTRED}.pkl"))
+    out = np.load(f"{UNCENTRED}.npz")
+    X, domain = out["X"], out["domain"]
+    X_s, X_t = X[domain > 0], X[domain < 0]
+    pipe = fitted["pipeline"]
+    np.testing.assert_allclose(pipe.predict_proba(X_t), out["pipeline_proba"],
+                               atol=1e-6)
+    np.testing.assert_allclose(pipe.predict_proba(X_s, sample_domain=1),
+                               out["pipeline_proba_source"], atol=1e-6)
     for name in ("coral", "subspace"):
         np.testing.assert_allclose(
-            fitted[name].transform(X, sample_domain=domain), out[name], **close)
-    np.testing.assert_allclose(fitted["search"].predict_proba(X_t),
-                               out["search_proba"], **close)
-
-
-def test_pickled_scorers_score_the_same(one_module):
-    fitted, _, out = one_module
-    X, domain = out["X"], out["domain"]
-    scores = _scores(fitted["scorers"], fitted["pipeline"], X, out["y_masked"],
-                     out["y_known"], domain)
-    np.testing.assert_allclose(scores, out["scores"], atol=1e-9)
+            fitted[name].transform(X, sample_domain=domain), out[name], atol=1e-6)
+    # refitted, CORAL's output is centred
+    refit = clone(fitted["coral"]).fit(X, sample_domain=domain)
+    assert np.allclose(refit.transform(X, sample_domain=domain).mean(axis=0), 0.0)
