@@ -590,7 +590,7 @@ def test_circular_validation_picks_a_better_than_median_aligner(digit_images):
     assert picked > median + 0.2, (picked, median)
 
 
-# ---- persistence, configuration, interoperability ---------------------------------
+# ---- persistence, configuration --------------------------------------------------
 
 
 def test_fitted_da_pipeline_pickles_and_predicts_the_same(digit_images):
@@ -611,42 +611,6 @@ def test_import_leaves_sklearn_config_unchanged():
         "assert sklearn.get_config() == before, sklearn.get_config()"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-
-
-@pytest.fixture
-def restore_sklearn_config():
-    saved = sklearn.get_config()
-    yield
-    sklearn.set_config(**saved)
-
-
-def test_skada_splitters_and_scorers_accept_the_pipeline(restore_sklearn_config):
-    pytest.importorskip("skada")   # importing skada turns metadata routing on
-    from skada.metrics import CircularValidation as SkadaCircularValidation
-    from skada.metrics import PredictionEntropyScorer as SkadaEntropy
-    from skada.model_selection import (
-        DomainShuffleSplit,
-        SourceTargetShuffleSplit,
-        StratifiedDomainShuffleSplit,
-    )
-    from sklearn.model_selection import cross_validate
-
-    X, y, domain = pack_domains(*covariance_shift(0, n=300)[:3])
-    pipe = make_da_pipeline(StandardScaler(), CORAL(), LogisticRegression())
-    for cv in (
-        SourceTargetShuffleSplit(n_splits=2, test_size=0.3, random_state=0),
-        DomainShuffleSplit(n_splits=2, test_size=0.3, random_state=0),
-        StratifiedDomainShuffleSplit(n_splits=2, test_size=0.3, random_state=0),
-    ):
-        with sklearn.config_context(enable_metadata_routing=True):
-            scores = cross_validate(
-                pipe, X, y, cv=cv, params={"sample_domain": domain},
-                scoring={"entropy": SkadaEntropy(),
-                         "circular": SkadaCircularValidation(),
-                         "skxfer_circular": CircularValidation()},
-            )
-        for key in ("test_entropy", "test_circular", "test_skxfer_circular"):
-            assert np.all(np.isfinite(scores[key])), (cv, key, scores[key])
 
 
 # ---- the example -------------------------------------------------------------------

@@ -154,7 +154,9 @@ class DAPipeline(BaseEstimator):
     with a label on every row and no ``sample_domain`` is ambiguous (source
     rows, or labelled target rows as skada's ``SupervisedScorer`` passes
     them?): it is refused, naming ``sample_domain=-1``, unless the pipeline
-    was fitted without target rows, where the domains change nothing.
+    was fitted without target rows, where the domains change nothing. (Give
+    skada's scorer ``SupervisedScorer(make_da_scorer("accuracy"))``: it then
+    scores the target rows as target rows.)
 
     Scoring with a named scorer (``scoring="accuracy"``, ``"f1"``) is wrong on
     a DA pipeline: scikit-learn calls ``predict(X)`` without domains, so
@@ -601,7 +603,12 @@ class DAPipeline(BaseEstimator):
             getattr(self, "_adapted", True),
         )
         if ambiguous:
-            raise ValueError(_ambiguous("DAPipeline.score"))
+            raise ValueError(
+                _ambiguous("DAPipeline.score") + " skada's SupervisedScorer calls "
+                "score so, with the target labels and without their domains: give "
+                "it scoring=skxfer.adapt.make_da_scorer('accuracy') (or any other "
+                "metric), which scores the rows in the domains it passes."
+            )
         if not labelled.any():
             raise ValueError(
                 "y has no labelled rows to score: every row is masked as "
