@@ -189,14 +189,19 @@ def test_score_without_domains_is_refused_where_ambiguous(shift):
     X_s, y_s, X_t, y_t, X, y, domain = shift
     pipe = the_pipeline().fit(X, y)
     # skada's SupervisedScorer calls score(X_target, y_target): labelled target
-    # rows without a domain used to be scored as source rows (0.892, not 0.970)
-    with pytest.raises(ValueError, match=re.escape(
+    # rows without a domain used to be scored as source rows (0.892, not 0.970);
+    # a DomainSplitError (not a ValueError), so that a search stops on it
+    with pytest.raises(DomainSplitError, match=re.escape(
         "DAPipeline.score got a label on every row and no sample_domain, so it "
         "cannot tell which domain the rows come from: at fit a label marks a "
-        "source row, at predict a row without a domain is a target row. Pass "
-        "sample_domain=-1 for labelled target rows (sample_domain=1 for source "
-        "rows), or mask the unlabelled target rows in y (-1 for classes, NaN "
-        "for regression)."
+        "source row, at predict a row without a domain is a target row. In a "
+        "search, split so that every fold keeps both domains: a classifier's "
+        "default cv (StratifiedKFold on the masked y, where -1 is one more "
+        "class) does, as do StratifiedKFold(shuffle=True) and skada's "
+        "StratifiedDomainShuffleSplit; KFold on packed data does not. Called "
+        "directly, pass sample_domain=-1 for labelled target rows "
+        "(sample_domain=1 for source rows), or mask the unlabelled target rows "
+        "in y (-1 for classes, NaN for regression)."
     )):
         pipe.score(X_t, y_t)
     assert pipe.score(X_t, y_t, sample_domain=-1) == np.mean(pipe.predict(X_t) == y_t)
@@ -326,18 +331,16 @@ def test_string_labels_with_a_minus_one_mask(shift):
     names = np.array(["cat", "dog"], dtype=object)[y_s]
     as_list = list(names) + [-1] * len(X_t)      # np.asarray: '<U', -1 is '-1'
     with pytest.raises(ValueError, match=re.escape(
-        "y is an array of strings holding '-1' (a list of class names with -1 "
-        "for unlabelled rows becomes one), and '-1' may be a real class, e.g. a "
-        "folder name. Give y as an object array, np.array(labels, dtype=object), "
-        "so that -1 stays a number, or give sample_domain (source > 0, target < "
-        "0)."
+        "y holds the string '-1' (class names given with -1 for the unlabelled "
+        "rows become strings, as do labels read from a CSV file), and '-1' may "
+        "be a real class, e.g. a folder name. Encode the classes as integers"
     )):
         the_pipeline().fit(X, as_list)
+    # an object array keeps -1 a number: fit and predict read it right (a
+    # search cannot sort it; tests/test_adapt_review.py encodes the names)
     fitted = the_pipeline().fit(X, np.array(as_list, dtype=object))
     assert list(fitted.classes_) == ["cat", "dog"]
     assert np.mean(fitted.predict(X_t) == np.array(["cat", "dog"])[y_t]) > 0.95
-    packed = pack_domains(X_s, names.astype(str), X_t)[1]     # what pack makes
-    assert packed.dtype == object and packed[-1] == -1
     # a folder named '-1' is a class when the domains are given
     folders = np.where(y_s == 0, "-1", "7")
     pipe = the_pipeline().fit(X, np.r_[folders, folders[:len(X_t)]],
@@ -589,8 +592,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KernelDensity
 from sklearn.preprocessing import StandardScaler
-from skxfer.adapt import (CORAL, CircularValidation, PredictionEntropyScorer,
-                          make_da_scorer, pack_domains)
+from skxfer.adapt import (CORAL, CircularValidation, DomainSplitError,
+                          PredictionEntropyScorer, make_da_scorer, pack_domains)
 warnings.simplefilter("ignore")
 out = {}
 X, y = load_digits(return_X_y=True)
@@ -606,7 +609,7 @@ pipe = the_pipeline().fit(X, y, sample_domain=d)
 try:
     SupervisedScorer()(pipe, X, y, sample_domain=d, target_labels=np.r_[y_s, y_t])
     out["supervised"] = "no error"
-except ValueError as err:
+except DomainSplitError as err:
     out["supervised"] = str(err)
 iw = ImportanceWeightedScorer()(pipe, X, y, sample_domain=d)
 ws = KernelDensity().fit(X_s).score_samples(X_s)

@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_limits
 from skxfer.adapt import (
     CORAL,
     CircularValidation,
+    DomainSplitError,
     PredictionEntropyScorer,
     make_da_pipeline,
     make_da_scorer,
@@ -215,8 +216,9 @@ def test_skada_scorer_on_a_da_pipeline(skada, splitter, scorer):
             LogisticRegression().set_score_request(sample_weight=True))
     reference = run(theirs, data, cv, skada_scorer(skada, scorer), **routed)
     if scorer == "SupervisedScorer":
-        # it calls score(X_target, y_target) without domains: refused, with the fix
-        with pytest.raises(ValueError, match=re.escape(
+        # it calls score(X_target, y_target) without domains: refused, with the
+        # fix; a DomainSplitError, so that a search stops rather than score NaN
+        with pytest.raises(DomainSplitError, match=re.escape(
             "give it scoring=skxfer.adapt.make_da_scorer('accuracy')"
         )):
             run(ours, data, cv, skada_scorer(skada, scorer), **routed)

@@ -16,10 +16,11 @@ per sample, so it survives row slicing by cross-validation:
   regression. :class:`DAPipeline` and the scorers read the domains from that
   mask when no ``sample_domain`` is given, by one rule (:func:`read_domains`):
   in a DA pipeline ``-1`` cannot be a class (encode the classes with
-  ``LabelEncoder``); labels the rule cannot read without doubt (strings
-  holding ``'-1'``, labels {-1, 1}, an integer regression target holding -1)
-  are refused with the fix. Outside a DA pipeline ``-1`` stays an ordinary
-  label.
+  ``LabelEncoder``; class names too, so that cross-validation can sort the
+  labels); labels the rule cannot read without doubt (strings holding
+  ``'-1'``, labels {-1, 1}, an integer regression target holding -1, NaN for
+  a classifier, missing values) are refused with the fix. Outside a DA
+  pipeline ``-1`` stays an ordinary label.
 - Rows that arrive without ``sample_domain`` at ``transform``/``predict``
   time are target rows.
 - An aligner fitted without target rows (plain ``fit(X, y)``) is the identity;
@@ -28,7 +29,8 @@ per sample, so it survives row slicing by cross-validation:
 - Steps receive ``sample_domain`` when their declared metadata requests say
   so (``get_routing_for_object``), with or without metadata routing enabled:
   a ``Pipeline`` or ``ColumnTransformer`` holding an aligner, inside a DA
-  pipeline, adapts like the aligner itself.
+  pipeline, adapts like the aligner itself; a ``Pipeline`` as the last step
+  is opened up (its own last step trains on the labelled source rows).
 
 Cross-validation and grid search work both ways:
 
@@ -60,14 +62,9 @@ requests) and ``_scoring``; the public names are imported here.
 """
 
 from ._aligners import CORAL, SubspaceAlignment
-from ._domains import pack_domains, read_domains
+from ._domains import DomainSplitError, pack_domains, read_domains
 from ._pipeline import DAPipeline, make_da_pipeline
-from ._scoring import (
-    CircularValidation,
-    DomainSplitError,
-    PredictionEntropyScorer,
-    make_da_scorer,
-)
+from ._scoring import CircularValidation, PredictionEntropyScorer, make_da_scorer
 
 # pickle path, do not remove: the scorer of a search pickled with
 # make_da_scorer when skxfer.adapt was one module

@@ -5,14 +5,19 @@
 mapped out; the identity without target rows.
 """
 
+import inspect
+import os
 import warnings
 
+import joblib
 import numpy as np
+import sklearn
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
     OneToOneFeatureMixin,
     TransformerMixin,
+    clone,
 )
 from sklearn.covariance import empirical_covariance, ledoit_wolf, shrunk_covariance
 from sklearn.exceptions import DataDimensionalityWarning
@@ -29,13 +34,34 @@ from .._validation import (
 )
 from ._domains import UNKNOWN_TARGET_DOMAIN, _check_sample_domain, read_domains
 
+_LIBRARIES = tuple(
+    os.path.dirname(module.__file__) + os.sep
+    for module in (sklearn, joblib, __import__("skxfer"))
+)
+
+
+def _callers_stacklevel():
+    """The ``stacklevel`` of the first frame outside skxfer, scikit-learn and
+    joblib: the user's line that led here (through a ``Pipeline`` or not)."""
+    frame, level = inspect.currentframe().f_back, 1
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARIES):
+        frame, level = frame.f_back, level + 1
+    return level
+
 
 def _warn_if_masked(aligner, y):
-    """Warn that an aligner fitted on a masked ``y`` without domains is the identity."""
+    """Warn that an aligner fitted on a masked ``y`` without domains is the identity.
+
+    Only where the mask is plausible: NaN, or the number -1 in integer or
+    object labels. A float ``y`` without NaN is left alone: -1.0 is as likely
+    a regression value there as a class.
+    """
     if y is None:
         return
+    y = np.asarray(y)
     try:
-        _, labelled = read_domains(y)
+        _, labelled = read_domains(y, task="regression" if y.dtype.kind == "f"
+                                   else None)
     except ValueError:
         return  # labels the mask rule cannot read: -1 is most likely a class here
     if labelled.all():
@@ -50,7 +76,7 @@ def _warn_if_masked(aligner, y):
         "sample_domain with metadata routing enabled. (If -1 is an ordinary "
         "class here, this warning does not apply.)",
         UserWarning,
-        stacklevel=3,
+        stacklevel=_callers_stacklevel(),
     )
 
 
@@ -65,25 +91,43 @@ class _Aligner(TransformerMixin, BaseEstimator):
     _spec = {}
 
     def _fit_domains(self, X, y, sample_domain):
-        """Validate; return X and its source and target rows (or None, None)."""
+        """Validate; return X, its source and target rows (or None, None) and
+        the checked face.
+
+        The input checks record ``n_features_in_`` (and the feature names) on
+        a fresh clone, the checked face: :meth:`_commit` copies them over once
+        the fit has succeeded, so a refused refit leaves the aligner as it was.
+        """
         check_params(self, self._spec)
+        checked = clone(self)
         X = validate_table(
-            self, X, dtype=[np.float64, np.float32], ensure_min_samples=1
+            checked, X, dtype=[np.float64, np.float32], ensure_min_samples=1
         )
         sample_domain = _check_sample_domain(sample_domain, X.shape[0])
         if sample_domain is None:
             _warn_if_masked(self, y)
-            return X, None, None
+            return X, None, None, checked
         source, target = X[sample_domain > 0], X[sample_domain < 0]
         if len(target) == 0:
             # nothing to align to (a plain fit, or a fold without target rows)
-            return X, None, None
+            return X, None, None, checked
         if len(source) == 0:
             raise ValueError(
                 f"sample_domain has no source rows (> 0): {type(self).__name__} "
                 "maps source rows onto the target, and needs both."
             )
-        return X, source, target
+        return X, source, target, checked
+
+    def _commit(self, checked, **fitted):
+        """Set the fitted attributes, those of the input checks included."""
+        for name in ("n_features_in_", "feature_names_in_"):
+            if hasattr(checked, name):
+                setattr(self, name, getattr(checked, name))
+            elif name in self.__dict__:
+                delattr(self, name)
+        for name, value in fitted.items():
+            setattr(self, name, value)
+        return self
 
     def _transform_domains(self, X, sample_domain):
         check_is_fitted(self)
@@ -121,14 +165,24 @@ class _Aligner(TransformerMixin, BaseEstimator):
 
 
 def _centred(rows):
-    """Mean, centred rows and variance of one domain; near-constant features 0.
+    """Mean, centred rows, variance and scale of one domain; near-constant
+    features 0.
 
     A feature whose variance is within the rounding error of a two-pass
     variance (scikit-learn's ``StandardScaler`` rule: ``var <= n eps var +
     (n eps mean)^2``) is constant: a target pixel fixed at 0.3 has a standard
     deviation of 1e-15 from rounding alone, and must not be divided by it.
+
+    The rows are divided first by ``scale``, the power of two at or below
+    their largest magnitude, so that squares neither overflow (values near
+    1e160) nor vanish (near 1e-160); dividing by a power of two rounds
+    nothing. The mean is in the rows' units, the centred rows and the
+    variance in the scaled frame.
     """
     rows = rows.astype(np.float64)
+    top = float(np.max(np.abs(rows))) if rows.size else 0.0
+    scale = float(2.0 ** np.floor(np.log2(top))) if top > 0 else 1.0
+    rows = rows / scale
     n, eps = rows.shape[0], np.finfo(np.float64).eps
     mean = rows.mean(axis=0)
     centred = rows - mean
@@ -136,14 +190,17 @@ def _centred(rows):
     constant = var <= n * eps * var + (n * eps * mean) ** 2
     centred[:, constant] = 0.0
     var[constant] = 0.0
-    return mean, centred, var
+    return mean * scale, centred, var, scale
 
 
-def _covariance(centred, var, reg):
+def _covariance(centred, var, reg, unit=1.0):
+    """Regularised covariance of centred rows; ``unit``: what 1 in the rows'
+    units is in the frame of ``centred`` (see :func:`_centred`)."""
     if reg == "auto":
-        # Ledoit-Wolf on standardised features, scaled back (as skada does)
+        # Ledoit-Wolf on standardised features, scaled back (as skada does:
+        # a constant feature keeps a scale of 1, in the rows' units)
         scale = np.sqrt(var)
-        scale[var == 0] = 1.0
+        scale[var == 0] = unit
         cov = ledoit_wolf(centred / scale, assume_centered=True)[0]
         return scale[:, None] * cov * scale[None, :]
     empirical = empirical_covariance(centred, assume_centered=True)
@@ -173,7 +230,12 @@ class CORAL(_Aligner):
     :class:`~skxfer.PretrainedFeatureExtractor`.
 
     Features constant within a domain (up to rounding, as ``StandardScaler``
-    tells them) are treated as constant: never divided by their noise.
+    tells them) are treated as constant: never divided by their noise. A
+    domain whose rows are all the same (fewer than 2 distinct rows) has no
+    covariance to estimate, and is refused. Each domain's statistics are
+    computed on its rows divided by a power of two near their largest
+    magnitude, so values near 1e160 or 1e-160 neither overflow nor vanish
+    (the output scales with the input, exactly).
 
     Fitted without target rows (``fit(X)``, ``fit(X, y)``, or a
     ``sample_domain`` with no negative entry) it is the identity; inside a
@@ -261,24 +323,36 @@ class CORAL(_Aligner):
         -------
         self : CORAL
         """
-        X, source, target = self._fit_domains(X, y, sample_domain)
+        X, source, target, checked = self._fit_domains(X, y, sample_domain)
+        mean_source = mean_target = inv_sqrt = sqrt = None
         if source is not None:
+            stats = {}
             for name, rows in (("source", source), ("target", target)):
                 if len(rows) < 2:
                     raise ValueError(
                         f"CORAL needs at least 2 rows of each domain to estimate "
                         f"a covariance; got {len(rows)} {name} row."
                     )
-            mean_source, centred, var = _centred(source)
-            inv_sqrt = _matrix_power(_covariance(centred, var, self.reg), -0.5)
-            mean_target, centred, var = _centred(target)
-            sqrt = _matrix_power(_covariance(centred, var, self.reg), 0.5)
-        else:
-            mean_source = mean_target = inv_sqrt = sqrt = None
-        self.mean_source_, self.mean_target_ = mean_source, mean_target
-        self.cov_source_inv_sqrt_, self.cov_target_sqrt_ = inv_sqrt, sqrt
-        self._centred = True  # absent from CORALs pickled before the centred frame
-        return self
+                mean, centred, var, scale = _centred(rows)
+                if not var.any():
+                    raise ValueError(
+                        "CORAL needs at least 2 distinct rows of each domain to "
+                        f"estimate a covariance; the {len(rows)} {name} rows are "
+                        "all the same."
+                    )
+                cov = _covariance(centred, var, self.reg, unit=1.0 / scale)
+                stats[name] = mean, cov, scale
+            # each covariance in its domain's scaled frame: scale ** 2 * cov
+            mean_source, cov, scale = stats["source"]
+            inv_sqrt = _matrix_power(cov, -0.5) / scale
+            mean_target, cov, scale = stats["target"]
+            sqrt = _matrix_power(cov, 0.5) * scale
+        return self._commit(
+            checked, mean_source_=mean_source, mean_target_=mean_target,
+            cov_source_inv_sqrt_=inv_sqrt, cov_target_sqrt_=sqrt,
+            # absent from CORALs pickled before the centred frame
+            _centred=True,
+        )
 
     def transform(self, X, sample_domain=None):
         """Map rows into the target's centred frame.
@@ -348,7 +422,9 @@ class SubspaceAlignment(_Aligner):
     (at most one fewer than its rows): a larger ``n_components`` is clipped
     to that, with a ``DataDimensionalityWarning`` (a fold of a search may hold
     fewer rows than the whole data), and a domain whose rows do not vary is
-    refused.
+    refused. The principal directions are computed on each domain's rows
+    divided by a power of two near their largest magnitude, as
+    :class:`CORAL` does, so huge or tiny values neither overflow nor vanish.
 
     Fitted without target rows (``fit(X)``, ``fit(X, y)``, or a
     ``sample_domain`` with no negative entry) it is the identity and keeps
@@ -436,13 +512,12 @@ class SubspaceAlignment(_Aligner):
         -------
         self : SubspaceAlignment
         """
-        X, source, target = self._fit_domains(X, y, sample_domain)
+        X, source, target, checked = self._fit_domains(X, y, sample_domain)
         if source is None:
-            self.n_components_ = None
-            self.mean_source_ = self.mean_target_ = None
-            self.components_source_ = self.components_target_ = None
-            self.alignment_ = None
-            return self
+            return self._commit(
+                checked, n_components_=None, mean_source_=None, mean_target_=None,
+                components_source_=None, components_target_=None, alignment_=None,
+            )
         n_features = X.shape[1]
         if self.n_components is not None and self.n_components > n_features:
             raise ValueError(
@@ -451,7 +526,7 @@ class SubspaceAlignment(_Aligner):
                 "directions."
             )
         domains = [_centred(rows) for rows in (source, target)]
-        ranks = [_rank(centred) for _, centred, _ in domains]
+        ranks = [_rank(centred) for _, centred, _, _ in domains]
         named = zip(("source", "target"), (source, target), ranks, strict=True)
         for name, rows, rank in named:
             if rank == 0:
@@ -473,15 +548,16 @@ class SubspaceAlignment(_Aligner):
             )
             n_components = supported
         bases = []
-        for _, centred, _ in domains:
+        for _, centred, _, _ in domains:
             # right singular vectors of the centred rows: principal directions
+            # (of the scaled rows: the same directions)
             _, _, Vt = np.linalg.svd(centred, full_matrices=False)
             bases.append(Vt[:n_components].T)
-        self.n_components_ = n_components
-        self.mean_source_, self.mean_target_ = domains[0][0], domains[1][0]
-        self.components_source_, self.components_target_ = bases
-        self.alignment_ = bases[0].T @ bases[1]
-        return self
+        return self._commit(
+            checked, n_components_=n_components, mean_source_=domains[0][0],
+            mean_target_=domains[1][0], components_source_=bases[0],
+            components_target_=bases[1], alignment_=bases[0].T @ bases[1],
+        )
 
     def transform(self, X, sample_domain=None):
         """Project rows into the target's subspace coordinates.

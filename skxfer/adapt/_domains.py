@@ -21,6 +21,85 @@ MASKED_CLASS = -1
 TASKS = ("classification", "regression")
 
 
+class DomainSplitError(BaseException):
+    """Rows without the domains a DA scorer needs: a fold without target rows.
+
+    Raised by :meth:`DAPipeline.score`, :func:`make_da_scorer`'s scorers,
+    :class:`CircularValidation` and :class:`PredictionEntropyScorer` when the
+    rows they get cannot be scored: no target rows, no labelled rows, or no
+    way to tell the domains apart. In a search this is the splitter's doing
+    (``KFold`` on packed data puts all source rows in one fold), so it is a
+    mistake of the whole search, not of one candidate.
+
+    It derives from ``BaseException``, not ``Exception``, on purpose:
+    scikit-learn's ``GridSearchCV``, ``cross_validate`` and
+    ``cross_val_score`` turn any ``Exception`` a scorer raises into a NaN
+    score (``error_score``) and carry on, so every candidate would score NaN
+    and the search would return the first one. This error stops the search
+    instead, with the fix in its message. Catch it by name.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skxfer.adapt import (
+    ...     CircularValidation, DomainSplitError, make_da_pipeline)
+    >>> X, y = np.arange(20.0).reshape(10, 2), np.array([0, 1] * 5)
+    >>> pipe = make_da_pipeline(LogisticRegression()).fit(X, y)
+    >>> try:
+    ...     CircularValidation()(pipe, X, y)     # no target rows in y
+    ... except DomainSplitError as err:
+    ...     print(str(err)[:48])
+    CircularValidation found no target rows to score
+    """
+
+
+def _split_advice(task):
+    """How to split so that every fold keeps both domains, for a task."""
+    by_domain = (
+        "stratify the folds by domain, cv=list(StratifiedKFold(3, shuffle=True, "
+        "random_state=0).split(X, sample_domain))"
+    )
+    if task == "classification":
+        how = (
+            "a classifier's default cv (StratifiedKFold on the masked y, where -1 "
+            "is one more class) does, as do StratifiedKFold(shuffle=True) and "
+            "skada's StratifiedDomainShuffleSplit; KFold on packed data does not."
+        )
+    elif task == "regression":
+        how = (
+            f"{by_domain} (or .split(X, np.isnan(y)) on the NaN-masked y); a "
+            "regressor's default cv (KFold) on packed data does not keep both."
+        )
+    else:
+        how = (
+            f"{by_domain} (a classifier's default cv does so by itself on the "
+            "masked y); KFold on packed data does not."
+        )
+    return "In a search, split so that every fold keeps both domains: " + how
+
+
+_MASKS = "-1 for classes, NaN for regression"
+
+
+def _split_error(who, missing, task=None):
+    return DomainSplitError(
+        f"{who} found no {missing} to score. Give it rows of both domains: "
+        "sample_domain (source > 0, target < 0) with metadata routing, or the "
+        f"target rows masked in y ({_MASKS}). " + _split_advice(task)
+    )
+
+
+def _ambiguous(who, task=None):
+    return (
+        f"{who} got a label on every row and no sample_domain, so it cannot tell "
+        "which domain the rows come from: at fit a label marks a source row, at "
+        "predict a row without a domain is a target row. "
+        + _split_advice(task)
+        + " Called directly, pass sample_domain=-1 for labelled target rows "
+        "(sample_domain=1 for source rows), or mask the unlabelled target rows "
+        f"in y ({_MASKS})."
+    )
 
 
 def _n_rows(X):
@@ -115,6 +194,46 @@ def _rows(mask):
     return mask.all(axis=1) if mask.ndim == 2 else mask
 
 
+def _is_missing(value):
+    """None, NaN, pandas' NA or NaT: a value that stands for no value."""
+    if value is None:
+        return True
+    if isinstance(value, (str, bytes)):
+        return False
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError):
+        return True  # pandas' NA: its truth value is ambiguous
+
+
+def _refuse_odd_objects(y):
+    """Missing values among names or objects: refused, naming the mask."""
+    flat = y.ravel()
+    names = any(isinstance(v, (str, bytes)) for v in flat)
+    missing = sum(
+        1 for v in flat
+        if _is_missing(v) and (names or not isinstance(v, numbers.Number))
+    )
+    if missing:
+        raise ValueError(
+            f"y holds {missing} missing labels (None, NaN or pd.NA) among class "
+            "names or other objects, and the mask of unlabelled target rows is "
+            "the number -1 for classes (NaN for a float regression target). "
+            "Encode the classes as integers (sklearn.preprocessing.LabelEncoder, "
+            "fitted on the labelled rows) and mask the unlabelled rows with -1, "
+            "as pack_domains does."
+        )
+
+
+def _holds_minus_one_string(y):
+    if y.dtype.kind in "US":
+        return bool(np.any(y == y.dtype.type("-1")))
+    if y.dtype.kind == "O":
+        return any(isinstance(v, (str, bytes)) and v in ("-1", b"-1")
+                   for v in y.ravel())
+    return False
+
+
 def read_domains(y, sample_domain=None, *, task=None):
     """The one mask rule: the domains of the rows, and which rows have a label.
 
@@ -125,7 +244,7 @@ def read_domains(y, sample_domain=None, *, task=None):
 
     - ``-1`` marks an unlabelled row of a classification task: an integer
       ``-1`` in a list, an integer or float array, an object array or a
-      pandas column (NaN is accepted too: it can never be a class);
+      pandas column;
     - ``NaN`` marks an unlabelled row of a regression task (``-1.0`` is then
       an ordinary value);
     - with ``task=None`` the kind comes from ``y``: NaN in it makes it a
@@ -138,12 +257,22 @@ def read_domains(y, sample_domain=None, *, task=None):
     trains on them) and a source row may not be masked.
 
     Labels the rule cannot read without doubt are refused, each with its fix:
-    a string array holding ``'-1'`` (``'-1'`` may be a real class, such as a
-    folder name: give an object array, ``np.array(labels, dtype=object)``, or
+    strings holding ``'-1'`` -- a string array, an object array, a pandas
+    column of strings or categories -- without a number -1 beside them
+    (``'-1'`` may be a real class, such as a folder name: encode the classes
+    with ``LabelEncoder`` and mask with the number -1, or give
     ``sample_domain``); labels {-1, 1} or other negative classes beside -1 (a
     real class -1: relabel, e.g. with ``LabelEncoder``); integers holding -1
     for a regression task (mask with NaN in a float ``y``, or cast ``y`` to
-    float if -1 is a value); masked source rows.
+    float if -1 is a value); NaN for a classification task (mask with -1:
+    scikit-learn's cross-validation refuses a classifier's ``y`` holding NaN);
+    missing values (None, pandas' NA, NaN among names: mask with -1); masked
+    source rows.
+
+    An object array of class names with the number -1 is read right, for
+    ``fit``, ``predict`` and the scorers; scikit-learn's cross-validation
+    cannot sort it (names do not sort with -1), so encode the classes as
+    integers for a search (:func:`pack_domains` refuses to pack names).
 
     Parameters
     ----------
@@ -175,7 +304,7 @@ def read_domains(y, sample_domain=None, *, task=None):
     >>> read_domains(np.array(["cat", "dog", "-1"]))
     Traceback (most recent call last):
     ...
-    ValueError: y is an array of strings holding '-1' ...
+    ValueError: y holds the string '-1' ...
     """
     _check_task(task)
     y = np.asarray(y)
@@ -186,7 +315,16 @@ def read_domains(y, sample_domain=None, *, task=None):
         )
     n_rows = y.shape[0]
     given = _check_sample_domain(sample_domain, n_rows)
+    if y.dtype.kind == "O":
+        _refuse_odd_objects(y)
     minus, nan = _marks(y, task)
+    if task == "classification" and nan.any():
+        raise ValueError(
+            f"y masks {int(_rows(nan).sum())} rows with NaN, but the last step is "
+            "a classifier, whose unlabelled rows are masked with -1 "
+            "(scikit-learn's cross-validation refuses a classifier's y holding "
+            "NaN). Mask them with -1: y = np.where(np.isnan(y), -1, y)."
+        )
     masked = _rows(minus | nan)
     if given is not None:
         source_masked = masked & (given > 0)
@@ -204,13 +342,16 @@ def read_domains(y, sample_domain=None, *, task=None):
                 f"target rows. {fix}drop source rows without a label."
             )
         return given, ~masked
-    if y.dtype.kind in "US" and np.any(y == "-1"):
+    if not minus.any() and _holds_minus_one_string(y):
         raise ValueError(
-            "y is an array of strings holding '-1' (a list of class names with "
-            "-1 for unlabelled rows becomes one), and '-1' may be a real class, "
-            "e.g. a folder name. Give y as an object array, np.array(labels, "
-            "dtype=object), so that -1 stays a number, or give sample_domain "
-            "(source > 0, target < 0)."
+            "y holds the string '-1' (class names given with -1 for the "
+            "unlabelled rows become strings, as do labels read from a CSV file), "
+            "and '-1' may be a real class, e.g. a folder name. Encode the classes "
+            "as integers and mask the unlabelled rows with the number -1: encoder "
+            "= sklearn.preprocessing.LabelEncoder().fit(y_source), then "
+            "pack_domains(X_source, encoder.transform(y_source), X_target); "
+            "encoder.inverse_transform reads predictions back. Or give "
+            "sample_domain (source > 0, target < 0)."
         )
     if task == "regression" and y.dtype.kind in "iu" and np.any(y == MASKED_CLASS):
         raise ValueError(
@@ -263,6 +404,41 @@ def _masked_copy(y, rows, task):
     return y
 
 
+def _maskable(y_source):
+    """``y_source`` in a dtype that holds the mask -1, or a refusal."""
+    kind = y_source.dtype.kind
+    if kind == "b":
+        raise ValueError(
+            "y_source holds booleans, which cannot hold the mask -1 of the "
+            "unlabelled target rows: give the classes as integers, "
+            "y_source.astype(int) (False 0, True 1)."
+        )
+    if kind == "u":  # uint8 (torchvision's MNIST targets) -> int16, ...
+        wider = np.promote_types(y_source.dtype, np.int8)
+        if wider.kind != "i":  # uint64
+            if y_source.size and y_source.max() > np.iinfo(np.int64).max:
+                raise ValueError(
+                    "y_source holds integers beyond int64: encode the classes "
+                    "(sklearn.preprocessing.LabelEncoder) before packing."
+                )
+            wider = np.dtype(np.int64)
+        return y_source.astype(wider)
+    if kind == "O" and len(y_source) and all(_is_number(v) for v in y_source):
+        return np.array(y_source.tolist())  # numbers in an object array
+    if kind in "USO" and any(isinstance(v, (str, bytes)) for v in y_source):
+        raise ValueError(
+            "y_source holds class names: packed with the number -1 for the "
+            "unlabelled target rows they would make a y that scikit-learn's "
+            "cross-validation cannot read (its splitters sort the labels, and "
+            "names do not sort with -1). Encode the classes first: encoder = "
+            "sklearn.preprocessing.LabelEncoder().fit(y_source); "
+            "pack_domains(X_source, encoder.transform(y_source), X_target); "
+            "encoder.inverse_transform(pipe.predict(X)) reads predictions back "
+            "as names."
+        )
+    return y_source
+
+
 def _packing_task(y_source, task):
     """The task of ``pack_domains``: given, or read from ``y_source`` when sure."""
     _check_task(task)
@@ -293,7 +469,12 @@ def pack_domains(X_source, y_source, X_target, y_target=None, *, task=None):
         Source rows: features, or images for a
         :class:`~skxfer.PretrainedFeatureExtractor` first step.
     y_source : array-like of shape (n_source,)
-        Source labels: numbers, or class names (strings).
+        Source labels: integer classes or regression targets. Class names
+        (strings) are refused unless ``y_target`` is given: encode them first
+        with ``sklearn.preprocessing.LabelEncoder`` (scikit-learn's
+        cross-validation sorts the labels, and names do not sort with the
+        mask -1); booleans too (``y_source.astype(int)``). Unsigned integers
+        are widened to a signed type that holds -1 (``uint8`` to ``int16``).
     X_target : array-like of shape (n_target, ...)
         Target rows, with the same shape per row as ``X_source``.
     y_target : array-like of shape (n_target,) or None, default=None
@@ -311,8 +492,8 @@ def pack_domains(X_source, y_source, X_target, y_target=None, *, task=None):
     -------
     X : ndarray of shape (n_source + n_target, ...)
     y : ndarray of shape (n_source + n_target,)
-        Integer labels keep their dtype, regression targets are floats, and
-        class names come back as an object array whose mask is the number -1.
+        Signed integer labels keep their dtype (unsigned ones are widened),
+        regression targets are floats.
     sample_domain : ndarray of shape (n_source + n_target,)
         1 for source rows, -2 for target rows.
 
@@ -329,8 +510,14 @@ def pack_domains(X_source, y_source, X_target, y_target=None, *, task=None):
     >>> pack_domains(np.zeros((2, 2)), [3.0, 4.0], np.ones((1, 2)),
     ...              task="regression")[1]
     array([ 3.,  4., nan])
-    >>> pack_domains(np.zeros((2, 2)), ["cat", "dog"], np.ones((1, 2)))[1]
-    array(['cat', 'dog', -1], dtype=object)
+    >>> from sklearn.preprocessing import LabelEncoder
+    >>> encoder = LabelEncoder().fit(["cat", "dog"])       # class names
+    >>> y = pack_domains(np.zeros((2, 2)), encoder.transform(["cat", "dog"]),
+    ...                  np.ones((1, 2)))[1]
+    >>> y
+    array([ 0,  1, -1])
+    >>> encoder.inverse_transform(y[:2])                   # names back
+    array(['cat', 'dog'], dtype='<U3')
     """
     X_source, X_target = np.asarray(X_source), np.asarray(X_target)
     y_source = np.asarray(y_source)
@@ -356,6 +543,8 @@ def pack_domains(X_source, y_source, X_target, y_target=None, *, task=None):
             f"y_source must hold one label per source row: {len(X_source)} "
             f"rows, got y_source of shape {y_source.shape}."
         )
+    if y_target is None:
+        y_source = _maskable(y_source)
     task = _packing_task(y_source, task)
     if task == "regression":
         if y_source.dtype.kind not in "iuf":
@@ -380,11 +569,8 @@ def pack_domains(X_source, y_source, X_target, y_target=None, *, task=None):
     if y_target is None:
         if task == "regression":
             fill = np.full(len(X_target), np.nan)
-        elif y_source.dtype.kind in "iuf":
-            fill = np.full(len(X_target), MASKED_CLASS, dtype=y_source.dtype)
         else:
-            y_source = y_source.astype(object)
-            fill = np.full(len(X_target), MASKED_CLASS, dtype=object)
+            fill = np.full(len(X_target), MASKED_CLASS, dtype=y_source.dtype)
         y = np.concatenate([y_source, fill])
     else:
         y_target = np.asarray(y_target)

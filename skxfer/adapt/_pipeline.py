@@ -8,22 +8,28 @@ Steps get ``sample_domain`` by their declared metadata requests
 from copy import deepcopy
 
 import numpy as np
-from sklearn import config_context
-from sklearn.base import BaseEstimator, clone
+from sklearn import config_context, get_config
+from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
 from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import Pipeline
 from sklearn.utils import Bunch, get_tags
 from sklearn.utils.metadata_routing import (
     MetadataRequest,
     MetadataRouter,
+    MethodMapping,
     get_routing_for_object,
+    process_routing,
 )
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from ._domains import (
+    DomainSplitError,
+    _ambiguous,
     _check_sample_domain,
     _masked_copy,
     _n_rows,
+    _split_error,
     _take_rows,
     _task_of,
     read_domains,
@@ -67,8 +73,9 @@ def _requests_domain(step, method):
     return False
 
 
-def _call(step, method, *args, sample_domain=None, domain=True):
-    """``step.method(*args)``, with ``sample_domain`` when ``domain`` is true.
+def _call(step, method, *args, sample_domain=None, domain=True, params=None):
+    """``step.method(*args, **params)``, with ``sample_domain`` when ``domain``
+    is true.
 
     A router (a scikit-learn ``Pipeline``, ``ColumnTransformer``, ...) passes
     metadata to its steps only with metadata routing enabled: it is called
@@ -77,10 +84,11 @@ def _call(step, method, *args, sample_domain=None, domain=True):
     that requests skada's ``allow_source`` gets ``allow_source=True``: the
     domains given are to be used as they are.
     """
+    params = dict(params or {})
     if not domain or sample_domain is None:
-        return getattr(step, method)(*args)
+        return getattr(step, method)(*args, **params)
     routing = get_routing_for_object(step)
-    params = {"sample_domain": sample_domain}
+    params["sample_domain"] = sample_domain
     if routing.consumes(method, ["allow_source"]):
         params["allow_source"] = True  # skada's estimators refuse source rows else
     if isinstance(routing, MetadataRouter):
@@ -89,14 +97,95 @@ def _call(step, method, *args, sample_domain=None, domain=True):
     return getattr(step, method)(*args, **params)
 
 
-def _ambiguous(who):
-    return (
-        f"{who} got a label on every row and no sample_domain, so it cannot tell "
-        "which domain the rows come from: at fit a label marks a source row, at "
-        "predict a row without a domain is a target row. Pass sample_domain=-1 "
-        "for labelled target rows (sample_domain=1 for source rows), or mask "
-        "the unlabelled target rows in y (-1 for classes, NaN for regression)."
+def _final_role(name, step):
+    """How a DA pipeline fits its last estimator (a ``Pipeline`` opened up).
+
+    'skip' ('passthrough'); 'rows': on the labelled source rows (it does not
+    take domains: a classifier, a regressor, a transformer); 'all': on every
+    row, with the domains, for an estimator that reads the mask itself (an
+    aligner, a DA pipeline, skada's estimators and selectors, a
+    ``ColumnTransformer`` of aligners). A meta-estimator that only passes the
+    domains on to an aligner inside it (``GridSearchCV``,
+    ``CalibratedClassifierCV`` around a pipeline) would train its estimator
+    on the masked rows too: refused, naming the fix.
+    """
+    if _skipped(step):
+        return "skip"
+    if not _requests_domain(step, "fit"):
+        return "rows"
+    routing = get_routing_for_object(step)
+    if isinstance(routing, MetadataRequest) or not (
+        is_classifier(step) or is_regressor(step) or hasattr(step, "predict")
+    ):
+        return "all"
+    for key, pair in routing:
+        if key == "$self_request" and pair.router.consumes("fit", ["sample_domain"]):
+            return "all"  # it asks for the domains itself (skada's selectors)
+    raise ValueError(
+        f"The last step {name!r} ({type(step).__name__}) passes sample_domain on "
+        "to a step inside it, but fits its own estimator on every row it gets, "
+        "so the unlabelled target rows would train it too (-1 as a class, NaN "
+        "as a target). Put the aligner in a step of its own before it: "
+        "make_da_pipeline(CORAL(), LogisticRegression()); a search goes around "
+        "the whole DA pipeline: GridSearchCV(make_da_pipeline(CORAL(), "
+        "LogisticRegression()), ...)."
     )
+
+
+def _opened(name, step):
+    """A last step with its ``Pipeline`` layers opened up: the transformers
+    inside them, then the last estimator's name and the estimator."""
+    chain = []
+    while isinstance(step, Pipeline):
+        chain += list(step.steps[:-1])
+        name, step = step.steps[-1]
+    return chain, name, step
+
+
+def _step_params(owner, steps, params):
+    """Fit metadata for each step, ``{name: {method: {param: value}}}``.
+
+    With metadata routing enabled, by the steps' requests
+    (``process_routing``); without, by ``<step name>__<param>`` names, as a
+    scikit-learn ``Pipeline`` takes them.
+    """
+    if not params:
+        return {}
+    names = [name for name, step in steps if not _skipped(step)]
+    if get_config().get("enable_metadata_routing", False):
+        routed = process_routing(owner, "fit", **params)
+        return {name: routed[name] for name in names if name in routed}
+    who = type(owner).__name__
+    by_step = {}
+    for key, value in params.items():
+        name, sep, param = key.partition("__")
+        if not sep:
+            last = names[-1] if names else "step"
+            raise ValueError(
+                f"{who}.fit does not accept the {key} parameter. You can pass "
+                "parameters to specific steps of your pipeline using the "
+                f"stepname__parameter format, e.g. `{who}.fit(X, y, "
+                f"{last}__{key}={key})`, or enable metadata routing and request "
+                f"them (set_fit_request({key}=True))."
+            )
+        if name not in names:
+            listed = ", ".join(repr(n) for n in names)
+            raise ValueError(
+                f"{who}.fit got {key}, but the pipeline has no step named "
+                f"{name!r} (steps: {listed})."
+            )
+        by_step.setdefault(name, {})[param] = value
+    return {name: {"fit": p, "fit_transform": p} for name, p in by_step.items()}
+
+
+def _rows_of(params, rows, n_rows):
+    """The entries of ``params`` that hold one value per row, at ``rows``."""
+    return {
+        key: _take_rows(value, rows)
+        if hasattr(value, "__len__") and not isinstance(value, (str, bytes, dict))
+        and _n_rows(value) == n_rows else value
+        for key, value in params.items()
+    }
 
 
 def _domains_to_score(y, sample_domain, task, domains_matter):
@@ -130,9 +219,24 @@ class DAPipeline(BaseEstimator):
     classifier on the target rows too (with the mask -1 as a class). Here the
     intermediate steps (scalers, feature extractors, aligners) are fitted on
     every row -- source and target -- and the last step only on the source
-    rows that have a label (unless it requests ``sample_domain`` itself, as an
-    aligner does: then it sees every row too, and the pipeline is a
-    transformer). Build one with :func:`make_da_pipeline`.
+    rows that have a label. Build one with :func:`make_da_pipeline`.
+
+    The last step's role is decided by what it is:
+
+    - a classifier, regressor or transformer that takes no domains (a
+      ``GridSearchCV`` or ``CalibratedClassifierCV`` around one included):
+      fitted on the labelled source rows;
+    - an estimator that asks for ``sample_domain`` itself and reads the mask
+      (an aligner -- the pipeline is then a transformer --, a DA pipeline,
+      skada's estimators): fitted on every row, with the domains;
+    - a scikit-learn ``Pipeline`` is opened up: its transformers are fitted
+      on every row like intermediate steps, its own last step by these rules,
+      so ``make_da_pipeline(make_pipeline(CORAL(), LogisticRegression()))``
+      is ``make_da_pipeline(CORAL(), LogisticRegression())``;
+    - a meta-estimator that passes the domains on to an aligner inside it
+      (``GridSearchCV(make_pipeline(CORAL(), LogisticRegression()))``) would
+      train its estimator on the masked rows too: refused, naming the fix
+      (the aligner in a step of its own; a search around the DA pipeline).
 
     Domains reach ``fit`` as ``sample_domain`` (source rows > 0, target rows
     < 0), or, without it, from the mask in ``y`` by :func:`read_domains`'s
@@ -171,7 +275,15 @@ class DAPipeline(BaseEstimator):
     scorers): it is requested by default (``score`` requests
     ``sample_weight`` too), and ``set_fit_request`` / ``set_score_request``
     change that. Without routing, it reaches ``fit`` only. See the module's
-    docstring for both ways.
+    docstring for both ways. Fit metadata for the steps (``sample_weight``)
+    is routed as a ``Pipeline`` routes it: by the steps' requests
+    (``LogisticRegression().set_fit_request(sample_weight=True)``) with
+    routing, as ``logisticregression__sample_weight=w`` without; the last
+    step gets the values of the rows it trains on.
+
+    It has a ``Pipeline``'s conveniences: ``named_steps``, ``len(pipe)``,
+    ``pipe[-1]``, ``pipe["coral"]``, ``pipe[:-1]`` (a DA pipeline, fitted if
+    ``pipe`` is), ``set_output`` and ``get_feature_names_out``.
 
     Parameters
     ----------
@@ -334,9 +446,13 @@ class DAPipeline(BaseEstimator):
 
     # -- fitting
 
-    def fit(self, X, y=None, sample_domain=None):
+    def fit(self, X, y=None, sample_domain=None, **params):
         """Fit the steps: intermediate ones on all rows, the last on labelled
         source rows.
+
+        A ``Pipeline`` as the last step is opened up: its transformers (an
+        aligner among them) are fitted on every row, as intermediate steps,
+        and its own last estimator on the labelled source rows.
 
         Parameters
         ----------
@@ -350,6 +466,12 @@ class DAPipeline(BaseEstimator):
         sample_domain : array-like of shape (n_samples,) or int, default=None
             Source rows > 0, target rows < 0. None: read from the mask of
             ``y`` (masked rows are target rows, the others source rows).
+        **params : dict
+            Fit metadata for the steps, one value per row (the last step gets
+            those of the rows it trains on). With metadata routing enabled, by
+            the steps' requests (``set_fit_request(sample_weight=True)``);
+            without, named ``<step name>__<param>``, as
+            ``logisticregression__sample_weight=w``.
 
         Returns
         -------
@@ -357,6 +479,8 @@ class DAPipeline(BaseEstimator):
         """
         steps = self._validated_steps()
         final_name, final = steps[-1]
+        _, leaf_name, leaf = _opened(final_name, final)
+        role = _final_role(leaf_name, leaf)
         task = _task_of(final)
         n_rows = _n_rows(X)
         if y is None:
@@ -373,48 +497,61 @@ class DAPipeline(BaseEstimator):
             hidden = (sample_domain < 0) & labelled
             if hidden.any():  # target labels never train anything
                 y_steps = _masked_copy(y_arr, hidden, task)
-        # a last step that requests domains (an aligner) sees every row
-        final_domain = not _skipped(final) and _requests_domain(final, "fit")
         train = np.ones(n_rows, bool) if sample_domain is None else sample_domain > 0
-        if labelled is not None and not final_domain:
+        if labelled is not None and role == "rows":
             train &= labelled
             if not train.any():
                 kind = "NaN" if task == "regression" else "-1"
                 raise ValueError(
                     f"y has no labelled source rows to train the last step "
-                    f"{final_name!r} on: all {n_rows} rows are target rows or "
+                    f"{leaf_name!r} on: all {n_rows} rows are target rows or "
                     f"masked as unlabelled ({kind})."
                 )
 
-        fitted, Xt = [], X
-        for name, step in steps[:-1]:
-            if _skipped(step):
-                fitted.append((name, step))
-                continue
-            step = clone(step)
-            if hasattr(step, "fit_transform"):
-                Xt = _call(step, "fit_transform", Xt, y_steps,
-                           sample_domain=sample_domain,
-                           domain=_requests_domain(step, "fit_transform"))
-            else:
-                _call(step, "fit", Xt, y_steps, sample_domain=sample_domain,
-                      domain=_requests_domain(step, "fit"))
-                Xt = _call(step, "transform", Xt, sample_domain=sample_domain,
-                           domain=_requests_domain(step, "transform"))
-            fitted.append((name, step))
-        if final_domain:
-            final = clone(final)
-            _call(final, "fit", Xt, y_steps, sample_domain=sample_domain)
-        elif not _skipped(final):
-            final = clone(final)
+        def fit_chain(chain, Xt, given):
+            """Fit transformers in place on every row; the rows transformed."""
+            for name, step in chain:
+                if _skipped(step):
+                    continue
+                routed = given.get(name, {})
+                if hasattr(step, "fit_transform"):
+                    Xt = _call(step, "fit_transform", Xt, y_steps,
+                               sample_domain=sample_domain,
+                               domain=_requests_domain(step, "fit_transform"),
+                               params=routed.get("fit_transform"))
+                else:
+                    _call(step, "fit", Xt, y_steps, sample_domain=sample_domain,
+                          domain=_requests_domain(step, "fit"),
+                          params=routed.get("fit"))
+                    Xt = _call(step, "transform", Xt, sample_domain=sample_domain,
+                               domain=_requests_domain(step, "transform"),
+                               params=routed.get("transform"))
+            return Xt
+
+        fitted = [(name, step if _skipped(step) else clone(step))
+                  for name, step in steps]
+        given = _step_params(self, steps, params)
+        Xt = fit_chain(fitted[:-1], X, given)
+        name, step = fitted[-1]
+        while isinstance(step, Pipeline):  # opened: its steps are ours (a clone)
+            given = _step_params(step, step.steps,
+                                 given.get(name, {}).get("fit", {}))
+            Xt = fit_chain(step.steps[:-1], Xt, given)
+            name, step = step.steps[-1]
+        routed = given.get(name, {}).get("fit", {})
+        if role == "all":
+            _call(step, "fit", Xt, y_steps, sample_domain=sample_domain,
+                  params=routed)
+        elif role == "rows":
             rows = np.flatnonzero(train)
-            if y is not None and len(rows) < n_rows:
-                final.fit(_take_rows(Xt, rows), y_arr[rows])
-            elif len(rows) < n_rows:
-                final.fit(_take_rows(Xt, rows))
+            if len(rows) < n_rows:
+                Xt, routed = _take_rows(Xt, rows), _rows_of(routed, rows, n_rows)
+            if len(rows) == n_rows:
+                step.fit(Xt, y, **routed)
+            elif y is None:
+                step.fit(Xt, **routed)
             else:
-                final.fit(Xt, y)
-        fitted.append((final_name, final))
+                step.fit(Xt, y_arr[rows], **routed)
         self.steps_ = fitted
         self.named_steps_ = Bunch(**dict(fitted))
         self._adapted = sample_domain is not None and bool(np.any(sample_domain < 0))
@@ -423,26 +560,67 @@ class DAPipeline(BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, "steps_")
 
+    def get_metadata_routing(self):
+        """The pipeline's metadata requests and its steps' fit requests.
+
+        The pipeline requests ``sample_domain`` (``fit``, ``score``, the
+        predict methods, ``transform``) and ``sample_weight`` and
+        ``allow_source`` in ``score`` itself; fit metadata that a step
+        requests (``set_fit_request(sample_weight=True)``) is routed to it.
+
+        Returns
+        -------
+        routing : MetadataRouter
+        """
+        router = MetadataRouter(owner=type(self).__name__).add_self_request(self)
+        try:
+            steps = self._validated_steps()
+        except (TypeError, ValueError):
+            return router  # invalid steps: fit raises the error that says what
+        for i, (name, step) in enumerate(steps):
+            try:
+                if _skipped(step):
+                    continue
+                get_routing_for_object(step)
+            except NotImplementedError:
+                continue  # no metadata routing (AdaBoostClassifier): no metadata
+            mapping = MethodMapping()
+            if i == len(steps) - 1:
+                callees = ("fit",)
+            elif hasattr(step, "fit_transform"):
+                callees = ("fit_transform",)
+            else:
+                callees = ("fit", "transform")
+            for caller in ("fit", "fit_transform"):
+                for callee in callees:
+                    mapping.add(caller=caller, callee=callee)
+            router.add(**{name: step}, method_mapping=mapping)
+        return router
+
     # -- prediction
 
-    def _transform_steps(self, X, sample_domain):
+    def _through(self, X, sample_domain):
+        """Rows through every fitted transformer (those of a ``Pipeline`` last
+        step too): ``(Xt, last estimator, sample_domain)``."""
         check_is_fitted(self)
+        chain, _, leaf = _opened(*self.steps_[-1])
         sample_domain = _check_sample_domain(sample_domain, _n_rows(X))
         Xt = X
-        for _, step in self.steps_[:-1]:
+        for _, step in self.steps_[:-1] + chain:
             if _skipped(step):
                 continue
             Xt = _call(step, "transform", Xt, sample_domain=sample_domain,
                        domain=_requests_domain(step, "transform"))
-        return Xt
+        return Xt, leaf, sample_domain
 
     @property
     def _final(self):
         return self.steps_[-1][1]
 
     def _predict(self, method, X, sample_domain):
-        Xt = self._transform_steps(X, sample_domain)  # checks that it is fitted
-        return getattr(self._final, method)(Xt)
+        Xt, leaf, sample_domain = self._through(X, sample_domain)
+        return _call(leaf, method, Xt, sample_domain=sample_domain,
+                     domain=_requests_domain(leaf, method))
 
     @available_if(_final_has("predict"))
     def predict(self, X, sample_domain=None):
@@ -528,15 +706,14 @@ class DAPipeline(BaseEstimator):
         -------
         X_new : array-like of shape (n_samples, n_features_out)
         """
-        Xt = self._transform_steps(X, sample_domain)
-        final = self._final
-        if _skipped(final):
+        Xt, leaf, sample_domain = self._through(X, sample_domain)
+        if _skipped(leaf):
             return Xt
-        return _call(final, "transform", Xt, sample_domain=sample_domain,
-                     domain=_requests_domain(final, "transform"))
+        return _call(leaf, "transform", Xt, sample_domain=sample_domain,
+                     domain=_requests_domain(leaf, "transform"))
 
     @available_if(_final_has("transform"))
-    def fit_transform(self, X, y=None, sample_domain=None):
+    def fit_transform(self, X, y=None, sample_domain=None, **params):
         """Fit, then transform the same rows: ``fit(...).transform(...)``.
 
         Parameters
@@ -548,12 +725,14 @@ class DAPipeline(BaseEstimator):
         sample_domain : array-like of shape (n_samples,) or int, default=None
             Source rows > 0, target rows < 0; None: read from the mask of
             ``y`` as in :meth:`fit`.
+        **params : dict
+            Fit metadata for the steps, as :meth:`fit` takes them.
 
         Returns
         -------
         X_new : array-like of shape (n_samples, n_features_out)
         """
-        self.fit(X, y, sample_domain=sample_domain)
+        self.fit(X, y, sample_domain=sample_domain, **params)
         if sample_domain is None and y is not None:
             sample_domain, _ = read_domains(y, task=_task_of(self._final))
         return self.transform(X, sample_domain=sample_domain)
@@ -568,7 +747,11 @@ class DAPipeline(BaseEstimator):
         source rows. A label on every row with no ``sample_domain`` is refused
         (are they source rows, or labelled target rows?) unless the pipeline
         was fitted without target rows; say ``sample_domain=-1`` to score
-        labelled target rows.
+        labelled target rows. That refusal, and rows with no label at all,
+        raise :class:`DomainSplitError`: in a search they are folds that split
+        the domains apart (``KFold`` on packed data), and the error stops the
+        search, with advice for splitting, where a ``ValueError`` would score
+        every candidate NaN.
 
         Parameters
         ----------
@@ -598,23 +781,20 @@ class DAPipeline(BaseEstimator):
         y_arr = np.asarray(y)
         if len(y_arr) != n_rows:
             raise ValueError(f"y has {len(y_arr)} entries but X has {n_rows} rows.")
+        task = _task_of(self._final)
         sample_domain, labelled, ambiguous = _domains_to_score(
-            y_arr, sample_domain, _task_of(self._final),
-            getattr(self, "_adapted", True),
+            y_arr, sample_domain, task, getattr(self, "_adapted", True),
         )
         if ambiguous:
-            raise ValueError(
-                _ambiguous("DAPipeline.score") + " skada's SupervisedScorer calls "
-                "score so, with the target labels and without their domains: give "
-                "it scoring=skxfer.adapt.make_da_scorer('accuracy') (or any other "
-                "metric), which scores the rows in the domains it passes."
+            raise DomainSplitError(
+                _ambiguous("DAPipeline.score", task) + " skada's SupervisedScorer "
+                "calls score so, with the target labels and without their "
+                "domains: give it scoring=skxfer.adapt.make_da_scorer('accuracy') "
+                "(or any other metric), which scores the rows in the domains it "
+                "passes."
             )
         if not labelled.any():
-            raise ValueError(
-                "y has no labelled rows to score: every row is masked as "
-                "unlabelled. Score with an unsupervised scorer such as "
-                "CircularValidation instead."
-            )
+            raise _split_error("DAPipeline.score", "labelled rows", task)
         if not allow_source and sample_domain is not None and np.any(
             sample_domain[labelled] > 0
         ):
@@ -626,16 +806,18 @@ class DAPipeline(BaseEstimator):
         domains = None if sample_domain is None else sample_domain[rows]
         if len(rows) < n_rows:
             X, y_arr = _take_rows(X, rows), y_arr[rows]
-        Xt = self._transform_steps(X, domains)
-        if sample_weight is None:
-            return self._final.score(Xt, y_arr)
-        sample_weight = np.asarray(sample_weight)
-        if len(sample_weight) != n_rows:
-            raise ValueError(
-                f"sample_weight has {len(sample_weight)} entries but X has "
-                f"{n_rows} rows."
-            )
-        return self._final.score(Xt, y_arr, sample_weight=sample_weight[rows])
+        weights = {}
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight)
+            if len(sample_weight) != n_rows:
+                raise ValueError(
+                    f"sample_weight has {len(sample_weight)} entries but X has "
+                    f"{n_rows} rows."
+                )
+            weights["sample_weight"] = sample_weight[rows]
+        Xt, leaf, domains = self._through(X, domains)
+        return _call(leaf, "score", Xt, y_arr, sample_domain=domains,
+                     domain=_requests_domain(leaf, "score"), params=weights)
 
     # -- what the last step learned
 
@@ -667,6 +849,95 @@ class DAPipeline(BaseEstimator):
             return self._first().feature_names_in_
         except NotFittedError as err:
             raise AttributeError(str(err)) from err
+
+    # -- the scikit-learn Pipeline API
+
+    @property
+    def named_steps(self):
+        """The steps by name: the fitted ones after ``fit`` (as in a
+        ``Pipeline``, whose steps are fitted in place), those given before."""
+        if hasattr(self, "steps_"):
+            return self.named_steps_
+        return Bunch(**dict(self.steps))
+
+    def __len__(self):
+        """The number of steps."""
+        return len(self.steps)
+
+    def __getitem__(self, ind):
+        """A step (by index or name), or a DA pipeline of a slice of the steps.
+
+        As in a ``Pipeline``: after ``fit`` the steps are the fitted ones, and
+        a slice of a fitted pipeline is fitted (``pipe[:-1].transform(X)``).
+        """
+        fitted = hasattr(self, "steps_")
+        if isinstance(ind, slice):
+            if ind.step not in (None, 1):
+                raise ValueError("DAPipeline slicing only supports a step of 1")
+            sliced = type(self)(self.steps[ind])
+            if fitted:
+                sliced.steps_ = self.steps_[ind]
+                sliced.named_steps_ = Bunch(**dict(sliced.steps_))
+                sliced._adapted = getattr(self, "_adapted", True)
+            return sliced
+        steps = self.steps_ if fitted else self.steps
+        if isinstance(ind, str):
+            return dict(steps)[ind]
+        return steps[ind][1]
+
+    def set_output(self, *, transform=None):
+        """Set the output container of every step's ``transform``.
+
+        As ``Pipeline.set_output``: ``'default'``, ``'pandas'``, ``'polars'``
+        or None (unchanged), set on the steps given (kept by ``fit``, which
+        clones them) and on the fitted ones.
+
+        Parameters
+        ----------
+        transform : {'default', 'pandas', 'polars'} or None, default=None
+
+        Returns
+        -------
+        self : DAPipeline
+        """
+        if transform is None:
+            return self
+        for _, step in list(self.steps) + list(getattr(self, "steps_", [])):
+            if _skipped(step) or not (hasattr(step, "transform")
+                                      or hasattr(step, "fit_transform")):
+                continue
+            if not hasattr(step, "set_output"):
+                raise ValueError(
+                    f"Unable to configure output for {step} because `set_output` "
+                    "is not available."
+                )
+            step.set_output(transform=transform)
+        return self
+
+    def get_feature_names_out(self, input_features=None):
+        """Output feature names, through every fitted step.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Input feature names; None: those the first step saw.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str
+        """
+        check_is_fitted(self)
+        names = input_features
+        for name, step in self.steps_:
+            if _skipped(step):
+                continue
+            if not hasattr(step, "get_feature_names_out"):
+                raise AttributeError(
+                    f"Estimator {name} does not provide get_feature_names_out. Did "
+                    "you mean to call pipeline[:-1].get_feature_names_out()?"
+                )
+            names = step.get_feature_names_out(names)
+        return names
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

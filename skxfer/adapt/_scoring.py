@@ -2,10 +2,12 @@
 
 :func:`make_da_scorer` (any scorer, each labelled row in its own domain),
 :class:`PredictionEntropyScorer` and :class:`CircularValidation` (without
-target labels), and :class:`DomainSplitError`, which stops a search whose
-folds cannot be scored.
+target labels); they raise :class:`DomainSplitError` (defined with the
+convention in ``_domains``), which stops a search whose folds cannot be
+scored.
 """
 
+import inspect
 from copy import deepcopy
 
 import numpy as np
@@ -19,64 +21,17 @@ from ._domains import (
     SOURCE_DOMAIN,
     TARGET_DOMAIN,
     UNKNOWN_TARGET_DOMAIN,
+    DomainSplitError,
+    _ambiguous,
     _check_sample_domain,
     _masked_copy,
     _n_rows,
+    _split_error,
     _take_rows,
     _task_of,
     read_domains,
 )
-from ._pipeline import _ambiguous, _call, _domains_to_score, _requests_domain
-
-
-class DomainSplitError(BaseException):
-    """Rows without the domains a DA scorer needs: a fold without target rows.
-
-    Raised by :func:`make_da_scorer`'s scorers, :class:`CircularValidation`
-    and :class:`PredictionEntropyScorer` when the rows they get cannot be
-    scored: no target rows, no labelled rows, or no way to tell the domains
-    apart. In a search this is the splitter's doing (``KFold`` on packed data
-    puts all source rows in one fold), so it is a mistake of the whole
-    search, not of one candidate.
-
-    It derives from ``BaseException``, not ``Exception``, on purpose:
-    scikit-learn's ``GridSearchCV``, ``cross_validate`` and
-    ``cross_val_score`` turn any ``Exception`` a scorer raises into a NaN
-    score (``error_score``) and carry on, so every candidate would score NaN
-    and the search would return the first one. This error stops the search
-    instead, with the fix in its message. Catch it by name.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.linear_model import LogisticRegression
-    >>> from skxfer.adapt import (
-    ...     CircularValidation, DomainSplitError, make_da_pipeline)
-    >>> X, y = np.arange(20.0).reshape(10, 2), np.array([0, 1] * 5)
-    >>> pipe = make_da_pipeline(LogisticRegression()).fit(X, y)
-    >>> try:
-    ...     CircularValidation()(pipe, X, y)     # no target rows in y
-    ... except DomainSplitError as err:
-    ...     print(str(err)[:48])
-    CircularValidation found no target rows to score
-    """
-
-
-_SPLIT_ADVICE = (
-    "In a search, split so that every fold keeps both domains: a classifier's "
-    "default StratifiedKFold on the masked y does (-1 is one more class to it), "
-    "or StratifiedKFold(shuffle=True), or skada's StratifiedDomainShuffleSplit; "
-    "KFold on packed data does not."
-)
-
-
-def _split_error(who, missing):
-    return DomainSplitError(
-        f"{who} found no {missing} to score. Give it rows of both domains: "
-        "sample_domain (source > 0, target < 0) with metadata routing, or the "
-        "target rows masked in y (-1 for classes, NaN for regression). "
-        + _SPLIT_ADVICE
-    )
+from ._pipeline import _call, _domains_to_score, _requests_domain
 
 
 class _DomainScorer:
@@ -123,12 +78,19 @@ class _InDomain:
 
     scikit-learn's scorers call ``predict(X)`` (or ``predict_proba``,
     ``decision_function``) with the rows alone; this face passes each row's
-    domain on to an estimator whose routing consumes ``sample_domain``.
+    domain on to an estimator whose routing consumes ``sample_domain``. Every
+    other attribute is the estimator's (a custom scorer may read
+    ``named_steps_`` or ``coef_``).
     """
 
     def __init__(self, estimator, sample_domain):
         self.estimator = estimator
         self.sample_domain = sample_domain
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("estimator", "sample_domain"):
+            raise AttributeError(name)  # unpickling, copying: not forwarded
+        return getattr(self.estimator, name)
 
     def __sklearn_tags__(self):
         return get_tags(self.estimator)
@@ -196,6 +158,42 @@ def _as_scorer(scoring, name):
     )
 
 
+def _required_arguments(function):
+    """How many positional arguments ``function`` needs (None: unknown)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return sum(
+        1 for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        and p.default is p.empty
+    )
+
+
+def _source_scoring(source_scorer, regression):
+    """``CircularValidation``'s source scorer: ('metric', f) for
+    ``f(y_true, y_pred)``, ('scorer', s) for ``s(estimator, X, y)``."""
+    if source_scorer is None:
+        return "metric", r2_score if regression else balanced_accuracy_score
+    if isinstance(source_scorer, str):
+        return "scorer", _as_scorer(
+            source_scorer, "The 'source_scorer' of CircularValidation")
+    if isinstance(source_scorer, _DomainScorer):
+        return "scorer", source_scorer
+    needed = _required_arguments(source_scorer) if callable(source_scorer) else None
+    if needed == 2:
+        return "metric", source_scorer
+    if needed == 3:  # make_scorer's scorers, scorer(estimator, X, y) functions
+        return "scorer", source_scorer
+    raise ValueError(
+        "The 'source_scorer' of CircularValidation must be a scorer name, as "
+        "scoring= takes (e.g. 'accuracy', 'f1_macro', 'neg_mean_absolute_error'), "
+        "a scorer scorer(estimator, X, y) (make_scorer, make_da_scorer) or a "
+        f"metric metric(y_true, y_pred); got {source_scorer!r}."
+    )
+
+
 class _DAScorer(_DomainScorer):
     """A scorer for DA estimators: see :func:`make_da_scorer`."""
 
@@ -229,16 +227,22 @@ class _DAScorer(_DomainScorer):
         y = np.asarray(y)
         if len(y) != n_rows:
             raise ValueError(f"y has {len(y)} entries but X has {n_rows} rows.")
+        kwargs = {}
+        if not _requests_domain(estimator, "predict"):
+            # a plain estimator: no domains, no mask (-1 may be a class)
+            if sample_weight is not None:
+                kwargs["sample_weight"] = sample_weight
+            return float(self._scorer(estimator, X, y, **kwargs))
+        task = _task_of(estimator)
         sample_domain, labelled, ambiguous = _domains_to_score(
-            y, sample_domain, _task_of(estimator), _domains_matter(estimator)
+            y, sample_domain, task, _domains_matter(estimator)
         )
         if ambiguous:
-            raise DomainSplitError(_ambiguous(who) + " " + _SPLIT_ADVICE)
+            raise DomainSplitError(_ambiguous(who, task))
         if not labelled.any():
-            raise _split_error(who, "labelled rows")
+            raise _split_error(who, "labelled rows", task)
         rows = np.flatnonzero(labelled)
         domains = None if sample_domain is None else sample_domain[rows]
-        kwargs = {}
         if sample_weight is not None:
             kwargs["sample_weight"] = np.asarray(sample_weight)[rows]
         in_domain = _InDomain(estimator, domains)
@@ -269,12 +273,20 @@ def make_da_scorer(scoring):
     is refused (source rows, or labelled target rows?), as ``DAPipeline.score``
     refuses it; a fold without labelled rows raises :class:`DomainSplitError`.
 
+    On an estimator whose predictions take no domains (its routing does not
+    consume ``sample_domain`` in ``predict``: a plain classifier) the scorer
+    is the plain one: every row is scored, and -1 is an ordinary class there.
+
     Parameters
     ----------
     scoring : str or callable
         A scorer name, as ``scoring=`` takes (``'accuracy'``, ``'f1_macro'``,
         ``'roc_auc'``, ``'neg_mean_absolute_error'``...), or a callable
-        ``scorer(estimator, X, y)``.
+        ``scorer(estimator, X, y)``. A callable gets the labelled rows and a
+        face of the fitted estimator whose ``predict``, ``predict_proba``,
+        ``predict_log_proba`` and ``decision_function`` pass the rows'
+        domains on; every other attribute is the estimator's own
+        (``estimator.named_steps_``, ``estimator.classes_``).
 
     Returns
     -------
@@ -319,12 +331,12 @@ def _target_rows(X, y, sample_domain, who):
             raise ValueError(f"y has {len(y)} entries but X has {n_rows} rows.")
         sample_domain, _ = read_domains(y, task="classification")
         if sample_domain is None:
-            raise _split_error(who, "target rows")
+            raise _split_error(who, "target rows", "classification")
     if sample_domain is None:
         return None, np.arange(n_rows)
     target = np.flatnonzero(sample_domain < 0)
     if not len(target):
-        raise _split_error(who, "target rows")
+        raise _split_error(who, "target rows", "classification")
     return sample_domain[target], target
 
 
@@ -343,6 +355,13 @@ class PredictionEntropyScorer(_DomainScorer):
     those with ``sample_domain < 0`` when it is given (metadata routing),
     otherwise those masked in ``y`` (-1), otherwise every row; a fold without
     target rows raises :class:`DomainSplitError`.
+
+    It needs ``predict_proba``: on a regressor, or a classifier without
+    probabilities (``SVC()``), it raises a ``ValueError`` naming the fix. In
+    a search that is scikit-learn's NaN score with a "Scoring failed"
+    warning, as for any scorer a candidate cannot answer (a grid may mix
+    ``SVC(probability=True)`` with ``SVC()``); use ``CircularValidation()``
+    there.
 
     Limits: entropy measures confidence, not correctness. A model sure of
     the wrong class scores well, so does one that puts every target row in
@@ -393,7 +412,10 @@ class PredictionEntropyScorer(_DomainScorer):
         if not hasattr(estimator, "predict_proba"):
             raise ValueError(
                 "PredictionEntropyScorer needs an estimator with predict_proba; "
-                f"{type(estimator).__name__} has none."
+                f"{type(estimator).__name__} has none. It scores a classifier's "
+                "predicted probabilities (e.g. LogisticRegression, or "
+                "SVC(probability=True)); without them, or for a regressor, score "
+                "with CircularValidation()."
             )
         domains, rows = _target_rows(X, y, sample_domain, "PredictionEntropyScorer")
         X_target = X if len(rows) == _n_rows(X) else _take_rows(X, rows)
@@ -443,8 +465,10 @@ class CircularValidation(_DomainScorer):
     source_scorer : str, callable or None, default=None
         How the backward predictions of the source rows are scored, higher
         is better: a scorer name, as ``scoring=`` takes (``'f1_macro'``,
-        ``'neg_mean_absolute_error'``...), or a metric
-        ``source_scorer(y_true, y_pred)``. None:
+        ``'neg_mean_absolute_error'``...), a scorer ``scorer(estimator, X,
+        y)`` (``make_scorer(...)``, ``make_da_scorer(...)``, a function of
+        three arguments), or a metric ``metric(y_true, y_pred)`` (a function
+        of two arguments, e.g. ``f1_score``). None:
         ``balanced_accuracy_score`` for classifiers, ``r2_score`` for
         regressors.
 
@@ -511,11 +535,11 @@ class CircularValidation(_DomainScorer):
             raise ValueError(f"y has {len(y)} entries but X has {n_rows} rows.")
         domains, labelled = read_domains(y, sample_domain, task=task)
         if domains is None or not np.any(domains < 0):
-            raise _split_error("CircularValidation", "target rows")
+            raise _split_error("CircularValidation", "target rows", task)
         source = np.flatnonzero((domains > 0) & labelled)
         target = np.flatnonzero(domains < 0)
         if not len(source):
-            raise _split_error("CircularValidation", "labelled source rows")
+            raise _split_error("CircularValidation", "labelled source rows", task)
         regression = task == "regression" or (task is None and y.dtype.kind == "f"
                                               and np.isnan(y).any())
         X_source, y_source = _take_rows(X, source), y[source]
@@ -543,16 +567,15 @@ class CircularValidation(_DomainScorer):
             backward = clone(estimator)
             _call(backward, "fit", _take_rows(X, rows), y_back,
                   sample_domain=back_domains)
-        scorer = self.source_scorer
-        if isinstance(scorer, str) or (scorer is not None and not callable(scorer)):
-            scorer = _as_scorer(scorer, "The 'source_scorer' of CircularValidation")
-            return float(scorer(_InDomain(backward, backward_target), X_source,
-                                y_source))
-        metric = scorer
-        if metric is None:
-            metric = r2_score if regression else balanced_accuracy_score
-        y_pred = _InDomain(backward, backward_target).predict(X_source)
-        return float(metric(y_source, y_pred))
+        kind, scorer = _source_scoring(self.source_scorer, regression)
+        if kind == "metric":
+            y_pred = _InDomain(backward, backward_target).predict(X_source)
+            return float(scorer(y_source, y_pred))
+        if isinstance(scorer, _DomainScorer):  # skxfer's: domains as metadata
+            return float(scorer(backward, X_source, y_source,
+                                sample_domain=backward_target))
+        return float(scorer(_InDomain(backward, backward_target), X_source,
+                            y_source))
 
     def __repr__(self):
         if self.source_scorer is None:
