@@ -24,6 +24,7 @@ import sklearn
 from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.datasets import make_classification, make_regression
+from sklearn.exceptions import UnsetMetadataPassedError
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import f1_score, make_scorer
 from sklearn.model_selection import (
@@ -402,6 +403,18 @@ def test_fit_weights_reach_the_last_step_routing_on(cls):
         nested = make_da_pipeline(make_pipeline(CORAL(), lr)).fit(
             X, y, sample_weight=w)
     np.testing.assert_allclose(nested.predict_proba(X), pipe.predict_proba(X))
+    # as in a Pipeline, a step that takes the weights must say whether it
+    # wants them (they were dropped without a word); False weights the score
+    with sklearn.config_context(enable_metadata_routing=True):
+        with pytest.raises(UnsetMetadataPassedError, match=re.escape(
+            "[sample_weight] are passed but are not explicitly set as requested "
+            "or not requested for LogisticRegression.fit"
+        )):
+            make_da_pipeline(CORAL(), LogisticRegression()).fit(X, y, sample_weight=w)
+        declined = LogisticRegression().set_fit_request(sample_weight=False)
+        scores = cross_validate(make_da_pipeline(CORAL(), declined), X, y, cv=3,
+                                params={"sample_weight": w}, error_score="raise")
+    assert np.all(np.isfinite(scores["test_score"]))
     # the weights reached DAPipeline.score only: coef equal to the unweighted
     np.testing.assert_allclose(pipe.named_steps_["logisticregression"].coef_,
                                _weighted_by_hand(X_s, y_s, X_t, w[:150]))
