@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from ._keys import file_content_key, known_file_key, module_digest, read_file
+from ._keys import known_file_key, module_digest, read_file
 from ._seeding import seeded
 
 _CACHE = OrderedDict()
@@ -243,7 +243,7 @@ class Prototype:
     """A network built once per process from what was read, kept read-only.
 
     On the CPU, in eval mode, without gradients, and never handed out itself:
-    :meth:`new_module` gives a deep copy with tensors of its own. A fitted
+    networks are built from deep copies, with tensors of their own. A fitted
     extractor keeps a reference to the prototype it was fitted from, so it
     outlives the registry's eviction, :func:`skxfer.clear_feature_store` and
     the file it came from.
@@ -273,38 +273,11 @@ class Prototype:
                 self._digest = module_digest(self.module)
             return self._digest
 
-    def new_module(self):
-        """A deep copy of the network: the caller's own."""
-        return copy.deepcopy(self.module)
-
 
 def clear_registry():
     """Forget every prototype (fitted extractors keep the ones they hold)."""
     with _CACHE_LOCK:
         _CACHE.clear()
-
-
-def _checkpoint_key(path):
-    """A checkpoint file's identity: the hash of its bytes."""
-    return file_content_key(_existing_checkpoint(path))
-
-
-def named_model_key(name, weights, seed=0):
-    """What identifies a named model's numbers, by content.
-
-    A torchvision weights name (torchvision checks the file's hash, which its
-    name carries, when it downloads it), the hash of a checkpoint's bytes, or
-    the seed of random weights. A registry key within one process; the
-    feature store keys on the network's own bytes
-    (:meth:`Prototype.digest`).
-    """
-    check_model_name(name)
-    weights = resolve_weights(name, weights)
-    if weights is None:
-        return (name, None, int(seed))
-    if is_checkpoint_path(weights):
-        return (name, "file", _checkpoint_key(weights))
-    return (name, str(weights))
 
 
 def _cached(key):
@@ -326,9 +299,14 @@ def _keep(key, prototype):
 def named_prototype(name, weights, seed=0, cache=True):
     """The :class:`Prototype` of a torchvision model with ``weights``.
 
-    Built once per process per content (see :func:`named_model_key`): a
-    checkpoint is read once, hashed and loaded from the same bytes, its
-    classifier dropped when that is all that differs from the architecture.
+    Built once per process per content, found by a torchvision weights name
+    (torchvision checks the file's hash, which its name carries, when it
+    downloads it), the hash of a checkpoint's bytes, or the seed of random
+    weights. A checkpoint is read once, hashed and loaded from the same
+    bytes, its classifier dropped when that is all that differs from the
+    architecture. The feature store keys on the network's own bytes
+    (:meth:`Prototype.digest`).
+
     ``seed`` draws the weights when ``weights`` is None (the same network in
     every process for the same seed); the caller's RNGs are left as they were.
     ``cache=False`` keeps no prototype of random weights (a one-off seed).
@@ -358,11 +336,6 @@ def named_prototype(name, weights, seed=0, cache=True):
         if weights is not None or cache:
             _keep(key, prototype)
     return prototype
-
-
-def load_named_model(name, weights, seed=0, cache=True):
-    """A new torchvision classification model: on the CPU, eval mode, frozen."""
-    return named_prototype(name, weights, seed, cache).new_module()
 
 
 def _build_named_model(name, weights, seed):
