@@ -563,6 +563,14 @@ def test_pickles_of_fits_the_store_served_still_load_and_predict():
     assert "_deferred" not in ext.__dict__ and ext._store_key is None
     expected = np.load(DATA / "extractor_from_store_0.2.0.dev0_features.npy")
     np.testing.assert_allclose(ext.transform(X), expected, atol=1e-6)
+    # a state without its network (no version pickled one so) is refused: the
+    # weights file is never read again
+    state = {k: v for k, v in ext.__dict__.items() if k != "_backbone"}
+    state["_deferred"] = {"params": ext.get_params(), "seed": 0, "pooled": True}
+    with pytest.raises(ValueError, match="^This fitted PretrainedFeatureExtractor "
+                       "was pickled without its network; fit it again.$"):
+        PretrainedFeatureExtractor.__new__(PretrainedFeatureExtractor).__setstate__(
+            state)
     X = _images(12)
     with open(DATA / "transfer_from_store_0.2.0.dev0.pkl", "rb") as f:
         clf = pickle.load(f)
