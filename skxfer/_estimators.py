@@ -54,7 +54,7 @@ from ._net import (
 )
 from ._saving import load_network, save_network
 from ._seeding import seeded
-from ._store import module_digest
+from ._store import capture_settings, carry_settings, module_digest
 from ._validation import (
     PICKLE_FORMAT,
     any_of,
@@ -409,7 +409,7 @@ class _BaseTransferMLP(BaseEstimator):
     def __sklearn_clone__(self):
         # a fitted source network as ``backbone`` stays fitted under clone, so a
         # grid search starts every candidate from the pretrained weights
-        return clone_keeping_fitted_source(self, "backbone")
+        return carry_settings(self, clone_keeping_fitted_source(self, "backbone"))
 
     def set_params(self, **params):
         return super().set_params(
@@ -705,7 +705,8 @@ class _BaseTransferMLP(BaseEstimator):
                 weights="DEFAULT" if isinstance(backbone, str) else None,
                 device=device,
             )
-        return extractor.fit(X)  # runs one sample: the output's width
+        # the feature-store settings this estimator came with (a worker's)
+        return carry_settings(self, extractor).fit(X)  # runs one sample
 
     def _fit_inputs(self, X, y, reset, device):
         """Validated training inputs: an array, features, or image tensors."""
@@ -949,6 +950,7 @@ class _BaseTransferMLP(BaseEstimator):
         # a copy: BaseEstimator.__getstate__ may return the live __dict__
         state = dict(super().__getstate__())
         state["_skxfer_pickle"] = PICKLE_FORMAT
+        capture_settings(self, state)  # the feature-store settings travel
         extractor = state.get("extractor_")
         if extractor is not None and "net_" in state and not self._features_first():
             # trained end to end: the backbone is pickled once, inside net_
