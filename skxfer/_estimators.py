@@ -255,28 +255,35 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
         training converged.
         """
         params = self.get_params(deep=False)
-        setup = (  # the device, the RNG and the run's one seed
+        # 2. settle the run: device, random state, the run's one seed
+        setup = (
             continue_run(params, self.device_, self._rng, self._split_seed,
                          self._architecture, len(self.net_.history))
             if run.continuing else start_run(params, type(self).__name__)
         )
         with seeded(setup.seed, setup.device):
-            extractor, plan = (  # the backbone and the model's shape
+            # 3. the backbone's fitted extractor and the model's shape
+            extractor, plan = (
                 (self.extractor_, self._plan) if run.continuing
                 else backbone_for_fit(params, X, setup.device)
             )
+            # 4. the inputs, as the plan says the net takes them
             X, y = training_inputs(self, plan, extractor, X, y,
                                    reset=not run.continuing,
                                    in_memory_bytes=_IN_MEMORY_BYTES)
+            # 5. targets and weights: the training set
             targets = self._encode_targets(y, run)
             data = training_set(X, targets.y, sample_weight, setup.device)
         # a seed of its own: the head starts the same whatever the backbone drew
         with seeded(setup.seed, setup.device):
+            # 6. the net: a new module, or a copy of the fitted one
             net, extractor = build_net(
                 params, plan, run, setup, targets, extractor, data,
                 fitted=self.net_ if run.continuing else None,
             )
+            # 7. skorch's loop
             train(net, data, run.epochs, type(self).__name__, params["batch_size"])
+        # 8. the fitted state, on this working copy
         self.__dict__.update(
             net_=net, extractor_=extractor, device_=setup.device, _rng=setup.rng,
             _plan=plan, _architecture=setup.architecture,

@@ -388,6 +388,29 @@ def test_class_docstrings_are_literal():
             assert ast.get_docstring(node), node.name
 
 
+# ---- pickle paths -------------------------------------------------------------------
+
+PICKLED_NAMES = {
+    "skxfer._estimators": ["TransferMLPClassifier", "TransferMLPRegressor",
+                           "_TrainingPlateau", "_WeightedEpochLoss", "_ValidScore",
+                           "_StopOnNonFinite", "_noop"],
+    "skxfer._net": ["SkxferNet", "ValidSplit", "TensorData", "BatchIterator",
+                    "PaddedBatch"],
+    "skxfer._mlp": ["MLP", "Hidden", "TransferNet"],
+    "skxfer._backbones": ["LayerTap", "_Output"],
+    "skxfer._extract": ["PretrainedFeatureExtractor", "_Pool"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PICKLED_NAMES))
+def test_names_in_pickles_stay_importable(module):
+    import importlib
+
+    loaded = importlib.import_module(module)
+    for name in PICKLED_NAMES[module]:
+        assert hasattr(loaded, name), f"{module}.{name}"
+
+
 # ---- layout -------------------------------------------------------------------------
 
 CORE = ["_estimators.py", "_plan.py", "_inputs.py", "_training.py", "_callbacks.py",
