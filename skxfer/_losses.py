@@ -134,7 +134,11 @@ def capture(module, layers, into):
 
 
 def check_terms(terms, module):
-    """Refuse a term that names a layer ``module`` does not have."""
+    """Refuse a term that names a layer ``module`` does not have, and two
+    terms of one name (each name is a key of the history)."""
+    seen = [term.name for term in terms]
+    if len(set(seen)) < len(seen):
+        raise ValueError(f"Loss terms need names of their own; got {seen}.")
     names = {name for name, _ in module.named_modules()}
     for term in terms:
         missing = [layer for layer in term.layers if layer not in names]

@@ -45,6 +45,7 @@ class TransferPlan:
     features_first: bool = field(init=False, repr=False)
     end_to_end: bool = field(init=False, repr=False)
     trains_on_rows: bool = field(init=False, repr=False)
+    representation: str = field(init=False, repr=False)
 
     def __post_init__(self):
         if self.mode not in ("mlp", "features_then_head", "end_to_end"):
@@ -56,6 +57,10 @@ class TransferPlan:
         # the net trains on in-memory rows of features, not on images that
         # pass through a backbone (and may stream through a DataLoader)
         object.__setattr__(self, "trains_on_rows", self.rows or not self.end_to_end)
+        # the name, in the module the net trains, of the head's last hidden
+        # layer: where a loss term reads the learned representation
+        object.__setattr__(self, "representation",
+                           "head.hidden" if self.end_to_end else "hidden")
 
     @classmethod
     def for_fit(cls, params, extractor):

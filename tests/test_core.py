@@ -101,6 +101,10 @@ def test_plan_of_a_fitted_model_is_the_plan_it_was_fitted_with(digits_small,
         clf.fit(data[:60], y[:60])
         fitted = TransferPlan.of_fitted(clf.extractor_, clf.net_.module_)
         assert clf._plan == fitted
+        # where a loss term finds the head's last hidden representation
+        hidden = clf.net_.module_.get_submodule(fitted.representation)
+        assert hidden is clf.module_.get_submodule(
+            "head.hidden" if clf.extractor_ is not None else "hidden")
         assert pickle.loads(pickle.dumps(clf))._plan == fitted
         modes.append((fitted.mode, fitted.rows))
     assert modes == [("mlp", True), ("features_then_head", True),
@@ -231,6 +235,8 @@ def test_each_terms_value_is_recorded_per_epoch():
     assert all(target == {} for _, target in term.calls)  # no target batch
     with pytest.raises(ValueError, match=r"reads layers \['nowhere'\]"):
         _net([type("Bad", (_Seen,), {"layers": ("nowhere",)})()])
+    with pytest.raises(ValueError, match="names of their own"):
+        _net([_Seen(), _Seen()])
 
 
 def test_l2_sp_is_a_loss_term_recorded_in_the_history(digits_small, source):
