@@ -27,6 +27,17 @@ from torch.nn.parameter import is_lazy
 from ._keys import known_file_key, module_digest, read_file
 from ._seeding import seeded
 
+# the rules for a fitted skxfer estimator as a parameter live in _source; the
+# names stay importable here (PretrainedFeatureExtractor imports them here)
+from ._source import (  # noqa: F401
+    clone_keeping_fitted_source,
+    is_fitted_source,
+    is_unfitted_source,
+    refuse_nested_source_params,
+    source_backbone,
+    unwrap_source,
+)
+
 _CACHE = OrderedDict()
 _CACHE_SIZE = 4
 _CACHE_LOCK = threading.Lock()
@@ -489,109 +500,3 @@ def check_layer(model, layer):
 def copy_module(module):
     """A deep copy of a user's module, so that the original is never changed."""
     return copy.deepcopy(module)
-
-
-def unwrap_source(obj):
-    """The estimator inside ``sklearn.frozen.FrozenEstimator``; else ``obj``.
-
-    A value in a ``GridSearchCV`` grid is cloned, which would reset a fitted
-    source network; ``FrozenEstimator(source)`` survives that.
-    """
-    from sklearn.frozen import FrozenEstimator
-
-    if isinstance(obj, FrozenEstimator):
-        return obj.estimator
-    return obj
-
-
-def is_fitted_source(obj):
-    """A fitted skxfer MLP estimator (duck-typed: lower modules never import it)."""
-    obj = unwrap_source(obj)
-    return bool(getattr(obj, "_skxfer_network", False)) and hasattr(obj, "net_")
-
-
-def is_unfitted_source(obj):
-    obj = unwrap_source(obj)
-    return bool(getattr(obj, "_skxfer_network", False)) and not hasattr(obj, "net_")
-
-
-def source_backbone(source):
-    """The pretrained part of a fitted skxfer MLP estimator, as a new module.
-
-    Returns ``(module, n_features_in, preprocessing)``: the hidden layers (after
-    the source's own backbone, if it had one) mapping the source's input to its
-    last hidden representation; the width of tabular input (None for images);
-    and the preprocessing of the source's images (None for tables). The source
-    is only read.
-    """
-    source = unwrap_source(source)
-    module = source.module_
-    extractor = getattr(source, "extractor_", None)
-    images = extractor is not None and not extractor._tabular
-    preprocessing = extractor.preprocessing_ if images else None
-    n_in = None if images else source.n_features_in_
-    if hasattr(module, "backbone"):  # backbone + MLP head
-        body = nn.Sequential(
-            OrderedDict(backbone=module.backbone, hidden=module.head.hidden)
-        )
-        return copy.deepcopy(body).cpu(), n_in, preprocessing
-    return copy.deepcopy(module.hidden).cpu(), n_in, preprocessing
-
-
-def clone_keeping_fitted_source(estimator, param):
-    """scikit-learn's ``clone``, except that a fitted source network in ``param``
-    is passed through as it is.
-
-    ``GridSearchCV`` and ``cross_val_score`` clone every parameter; a fitted
-    source network would come back unfitted, its pretraining lost. It is never
-    trained in place (``fit`` copies its weights), and its parameters cannot
-    be set through the clone (see :func:`refuse_nested_source_params`), so
-    sharing it is safe. Everything else -- other parameters, metadata
-    requests, ``set_output`` -- is cloned by scikit-learn's own code.
-    """
-    from sklearn.base import BaseEstimator
-
-    value = getattr(estimator, param)
-    if not is_fitted_source(value):
-        return BaseEstimator.__sklearn_clone__(estimator)
-    donor = estimator.__class__.__new__(estimator.__class__)
-    donor.__dict__.update(estimator.__dict__)
-    setattr(donor, param, None)
-    new = BaseEstimator.__sklearn_clone__(donor)
-    setattr(new, param, value)
-    return new
-
-
-def refuse_nested_source_params(estimator, param, params):
-    """``params`` for ``set_params``, refusing changes to a fitted source network.
-
-    The source is shared with its owner (and with every clone); setting its
-    parameters through this estimator would change the user's source. Values
-    equal to the source's own (``set_params(**get_params())``) are dropped.
-    """
-    source = params.get(param, getattr(estimator, param))
-    if not is_fitted_source(source):
-        return params
-    current = source.get_params(deep=True)
-    prefix = param + "__"
-    changed = sorted(
-        k for k, v in params.items()
-        if k.startswith(prefix) and not _same(current.get(k[len(prefix):]), v)
-    )
-    if changed:
-        raise ValueError(
-            f"{param} is a fitted source network, shared with the object you "
-            f"passed; its parameters cannot be set through "
-            f"{type(estimator).__name__} (got {changed}). Fit a new source with "
-            "those parameters and pass it instead."
-        )
-    return {k: v for k, v in params.items() if not k.startswith(prefix)}
-
-
-def _same(a, b):
-    if a is b:
-        return True
-    try:
-        return bool(type(a) is type(b) and a == b)
-    except Exception:  # arrays and other values without a plain ==
-        return False

@@ -196,6 +196,14 @@ def commit_fitted(estimator, new, fitted):
 PICKLE_FORMAT = 2
 
 
+def stamped(state):
+    """A copy of a pickled ``state`` (never the live ``__dict__``, which
+    ``BaseEstimator.__getstate__`` may return), marked with the format."""
+    state = dict(state)
+    state["_skxfer_pickle"] = PICKLE_FORMAT
+    return state
+
+
 def check_pickle_format(obj, state, fitted):
     """Refuse a fitted object pickled in another layout, naming the versions."""
     found = state.get("_skxfer_pickle", 1)
