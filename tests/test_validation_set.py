@@ -230,7 +230,7 @@ def test_plot_history_draws_the_given_sets_curve(data):
     matplotlib.pyplot.close("all")
 
 
-# ---- warm starts ----------------------------------------------------------------------
+# ---- warm starts -----------------------------------------------------------------
 
 
 def test_a_warm_start_stops_on_the_set_it_is_given(data):
@@ -275,7 +275,7 @@ def test_a_warm_start_after_a_given_set_needs_one(data):
     assert loaded.n_iter_ == 6
 
 
-# ---- images and backbones --------------------------------------------------------------
+# ---- images and backbones --------------------------------------------------------
 
 
 ROWS = [0]
@@ -343,7 +343,7 @@ def test_images_end_to_end_validate_on_the_given_images(memory, images,
                for b in clf.history_[0]["batches"]) == 100
 
 
-# ---- metadata routing -------------------------------------------------------------------
+# ---- metadata routing ------------------------------------------------------------
 
 
 def test_fit_requests_the_validation_set():
