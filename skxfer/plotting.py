@@ -131,7 +131,8 @@ def plot_lr_find(result, ax=None):
                    label=f"suggested lr = {suggested:.2g}")
     finite = smoothed[np.isfinite(smoothed)]
     if len(finite):  # the raw losses of the last steps may be far off
-        low, high = finite.min(), finite.max()
+        raw = result.losses[np.isfinite(result.losses)]
+        low, high = min(finite.min(), raw.min(initial=np.inf)), finite.max()
         margin = 0.05 * (high - low) or 0.05 * abs(high) or 1.0
         ax.set_ylim(low - margin, high + margin)
     ax.set_xscale("log")
