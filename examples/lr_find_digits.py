@@ -76,7 +76,7 @@ def run(args):
         from skxfer.plotting import plot_lr_find
 
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, (name, (found, _, _)) in zip(axes, results.items()):
+        for ax, (name, (found, _, _)) in zip(axes, results.items(), strict=True):
             plot_lr_find(found, ax=ax)
             ax.set_title(f"lr_find: {name}")
         fig.tight_layout()

@@ -240,6 +240,10 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
         new = shallow_copy(self) if run.continuing else fresh_copy(self,
                                                                    self._fitted())
         new.__dict__.pop("_module", None)  # a view of the earlier network
+        # once given a validation set, a model keeps needing one
+        # (_check_validation_kept)
+        new._validation_given = validation is not None or getattr(
+            new, "_validation_given", False)
         try:
             done = new._train(X, y, run, sample_weight, validation)
         except TrainingInterrupted as err:
@@ -304,8 +308,7 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
             X, y = training_inputs(self, plan, extractor, X, y,
                                    reset=not run.continuing,
                                    in_memory_bytes=_IN_MEMORY_BYTES)
-            # 5. targets and weights: the training set (and a given one to
-            # validate on)
+            # 5. targets and weights: the training set, a given validation set
             targets = self._encode_targets(y, run)
             data = training_set(X, targets.y, sample_weight, setup.device)
             valid = None if validation is None else self._validation_set(
@@ -319,15 +322,11 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
             )
             # 7. skorch's loop
             train(net, data, run.epochs, type(self).__name__, params["batch_size"])
-        if valid is not None:
-            net.train_split = None  # the given set is not kept (nor pickled)
         # 8. the fitted state, on this working copy
         self.__dict__.update(
             net_=net, extractor_=extractor, device_=setup.device, _rng=setup.rng,
             _plan=plan, _architecture=setup.architecture,
             _split_seed=setup.split_seed, _run_start=setup.run_start,
-            _validation_given=valid is not None or (
-                run.continuing and getattr(self, "_validation_given", False)),
             **targets.fitted,
             **history_attributes(net.history, params["early_stopping"],
                                  setup.run_start),
@@ -863,7 +862,10 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
                        fitted=fitted)
 
     def _encode_y_val(self, y_val, targets):
-        check_classification_targets(y_val)
+        try:
+            check_classification_targets(y_val)
+        except ValueError as err:
+            raise ValueError(f"In y_val: {err}") from err
         known = targets.fitted["classes_"]
         unseen = ~np.isin(y_val, known)
         if unseen.any():

@@ -380,6 +380,8 @@ def train(net, data, epochs, name, batch_size_param):
     # fitted networks rest in eval mode: the extractor, module_ and
     # predictions all see the trained BatchNorm statistics
     net.module_.eval()
+    if net.train_split is not None and not isinstance(net.train_split, ValidSplit):
+        net.train_split = None  # a validation set given to fit is not kept
     return net
 
 

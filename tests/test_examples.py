@@ -41,5 +41,6 @@ def test_lr_find_digits_example(capsys, tmp_path):
                                            "--plot", str(tmp_path / "lr.png")])
     assert len(results) == 2 and (tmp_path / "lr.png").stat().st_size > 10_000
     for found, default, tuned in results.values():
+        assert 1e-3 < found.suggested_lr < 1
         assert tuned > default  # 3 epochs at 1e-3 are far from enough
     assert "suggested" in capsys.readouterr().out

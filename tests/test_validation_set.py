@@ -118,6 +118,22 @@ def test_a_bad_validation_set_is_named_and_changes_nothing(bad, match, data):
     np.testing.assert_array_equal(clf.predict_proba(X_val), before[2])
 
 
+def test_y_val_takes_ys_label_kind(data):
+    X, y, X_val, y_val = data
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six",
+                      "seven", "eight", "nine"])
+    clf = TransferMLPClassifier(**ES).fit(X, names[y], X_val=X_val,
+                                          y_val=names[y_val])
+    best = int(np.argmin(clf.validation_loss_curve_))  # whose weights are kept
+    assert clf.validation_scores_[best] == pytest.approx(
+        clf.score(X_val, names[y_val]))
+    with pytest.raises(ValueError, match=r"^y_val holds labels array\(\[0, 1, "):
+        TransferMLPClassifier(**ES).fit(X, names[y], X_val=X_val, y_val=y_val)
+    with pytest.raises(ValueError, match="^In y_val: Unknown label type: "
+                                         "continuous"):
+        TransferMLPClassifier(**ES).fit(X, y, X_val=X_val, y_val=y_val + 0.5)
+
+
 def test_the_regressors_y_val_has_ys_targets(data):
     X, y, X_val, y_val = data
     with pytest.raises(ValueError, match=r"^y_val has 2 target\(s\), but y has 1\.$"):
