@@ -244,8 +244,9 @@ def lr_find(estimator, X, y, *, sample_weight=None, start_lr=1e-7, end_lr=10.0,
         with ``freeze=True`` this is the head alone, on features computed
         once). 'unfrozen': the network as ``unfreeze_at`` releases it --
         the clone first trains its first ``unfreeze_at`` epochs as ``fit``
-        does, at ``lr``, then the test runs with everything trainable; it
-        needs ``unfreeze_at``. Its suggestion is for the fine-tuning phase.
+        does (at ``lr``, on all of ``X``), then the test runs with everything
+        trainable; it needs ``unfreeze_at``. Its suggestion is for the
+        fine-tuning phase.
 
     Returns
     -------
@@ -306,6 +307,8 @@ def lr_find(estimator, X, y, *, sample_weight=None, start_lr=1e-7, end_lr=10.0,
         test.fit(X, y, sample_weight=sample_weight)
     except _RangeTestDone as done:
         record = done
+    else:  # the recorder ends every run, at the latest in on_train_end
+        raise RuntimeError("lr_find: the range test ended without its record.")
     losses = np.asarray(record.losses, dtype=float)
     smoothed = np.asarray(record.smoothed, dtype=float)
     lrs = start_lr * ratio ** np.arange(len(losses))
