@@ -47,7 +47,16 @@ from ._images import (
     preprocess,
     stack_images,
 )
-from ._keys import item_key, module_digest, read_file, remember
+from ._keys import (
+    Unkeyable,
+    global_hooks_key,
+    item_key,
+    module_digest,
+    module_key,
+    read_file,
+    remember,
+    value_key,
+)
 from ._seeding import derive_seed, seeded
 from ._store import (
     STORE,
@@ -138,6 +147,42 @@ class _Read(NamedTuple):
     identity: object  # what identifies the numbers (None: not stored)
     n_in: object  # the width of tabular input (a fitted tabular source)
     preprocessing: object
+    unkeyed: object = None  # why the network is not stored (shown at verbose)
+
+
+# torchvision v2 transforms that draw random numbers, or that run a callable
+# of the user's (Lambda): not stored unless feature_store=True. Others named
+# Random* or drawing parameters per call (make_params) are found by rule.
+_UNSTORED_V2 = frozenset((
+    "AugMix", "AutoAugment", "ColorJitter", "CutMix", "ElasticTransform",
+    "GaussianBlur", "GaussianNoise", "JPEG", "Lambda", "MixUp", "RandAugment",
+    "ScaleJitter", "TrivialAugmentWide",
+))
+
+
+def _unkeyed(err, rest):
+    """Why a network is not stored, for the note at ``verbose``."""
+    return (f"{err}, which cannot be keyed by its content; feature_store=True "
+            f"stores the features anyway, keyed on {rest}")
+
+
+def _deterministic_v2(transform):
+    """Whether ``transform`` is torchvision's own v2 transform (or a
+    ``v2.Compose`` of them) that computes the same output for the same
+    input: then it is keyed by content, like a module."""
+    try:
+        from torchvision.transforms import v2
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return False
+    kind = type(transform)
+    name = kind.__name__
+    if (getattr(v2, name, None) is not kind or name.startswith("Random")
+            or name in _UNSTORED_V2
+            or kind.make_params is not v2.Transform.make_params):
+        return False
+    if isinstance(transform, v2.Compose):
+        return all(_deterministic_v2(t) for t in transform.transforms)
+    return True
 
 
 class _Meta(NamedTuple):
@@ -480,7 +525,7 @@ class PretrainedFeatureExtractor(
                          transform)
         if is_fitted_source(self.model):
             net, n_in, transform = source_backbone(self.model)
-            identity = ("source", module_digest(net))
+            identity, unkeyed = self._module_identity("source", net)
             if self.preprocessing != "auto":
                 transform = self.preprocessing
         else:
@@ -494,9 +539,24 @@ class PretrainedFeatureExtractor(
                     )
                 load_checkpoint(net, self.weights)
             transform = None if self.preprocessing == "auto" else self.preprocessing
-            identity = None if self.feature_store is not True else (
-                "module", repr(net), module_digest(net))
-        return _Read(net, False, False, identity, n_in, transform)
+            identity, unkeyed = self._module_identity("module", net)
+        return _Read(net, False, False, identity, n_in, transform, unkeyed)
+
+    def _module_identity(self, kind, net):
+        """``(identity, why not)``: a module's content key (see
+        :func:`skxfer._keys.module_key`); with ``feature_store='auto'``, None
+        and what cannot be keyed when some part cannot. ``feature_store=True``
+        keys it on everything else."""
+        if self.feature_store is False:
+            return None, None
+        strict = self.feature_store != True  # noqa: E712 ('auto')
+        try:
+            return (kind, module_key(net, strict=strict)), None
+        except Unkeyable as err:
+            if strict:
+                return None, _unkeyed(err, "everything else")
+            # nested too deep even to leave parts out: structure and weights
+            return (kind, repr(net), module_digest(net)), None
 
     def fit(self, X, y=None):
         """Read the network's weights and build it; ``X`` fixes the output width.
@@ -543,7 +603,9 @@ class PretrainedFeatureExtractor(
                     f"X has {X.shape[1]} features, but the backbone was trained "
                     f"on {read.n_in}. Transfer needs the same input features."
                 )
-        new._store_key = self._store_key_of(read.identity, new)
+        new._store_key, unkeyed = self._store_key_of(read, new)
+        if unkeyed and self.verbose:
+            print(f"[{type(self).__name__}] The feature store is off: {unkeyed}.")
         key = new._active_store_key()
         first = X.iloc[:1] if hasattr(X, "iloc") else X[:1]
         meta = STORE.meta.get(key) if key is not None else None
@@ -594,20 +656,52 @@ class PretrainedFeatureExtractor(
                 return out, item_key_
         return next(self._outputs(first)), self._item_keys(first)[0]
 
-    def _store_key_of(self, identity, new):
-        """The network's key in the feature store, or None when not stored."""
-        # a preprocessing of the user's own is a callable whose repr need not
-        # show what it computes (a Lambda, a module): only the weights' own
-        # transforms and None are keyed, unless feature_store=True
-        preprocessing = repr(new.preprocessing_)
-        own = self.preprocessing not in ("auto", None)
-        if (identity is None or self.feature_store is False
-                or (own and self.feature_store != True)  # noqa: E712 ('auto')
-                or " at 0x" in preprocessing):
-            return None
-        return digest(identity, self.layer, self.pooling, preprocessing,
-                      self.mixed_precision, self.channels_last,
-                      torch.device(new.device_).type, new._tabular)
+    def _store_key_of(self, read, new):
+        """``(key, why not)``: the network's key in the feature store, or
+        None and, where it says something, why it is not stored."""
+        if read.identity is None or self.feature_store is False:
+            return None, read.unkeyed
+        forced = self.feature_store is True
+        preprocessing, unkeyed = self._preprocessing_identity(new.preprocessing_,
+                                                              forced)
+        if preprocessing is None:
+            return None, unkeyed
+        try:  # torch's global forward hooks run in every module
+            hooks = global_hooks_key(strict=not forced)
+        except Unkeyable as err:
+            return None, _unkeyed(err, "everything else")
+        parts = [read.identity, self.layer, self.pooling, preprocessing,
+                 self.mixed_precision, self.channels_last,
+                 torch.device(new.device_).type, new._tabular]
+        if hooks is not None:
+            parts.append(hooks)
+        return digest(*parts), None
+
+    def _preprocessing_identity(self, transform, forced):
+        """``(identity, why not)`` of the preprocessing used.
+
+        The weights' own transforms and None by their repr; torchvision's v2
+        transforms that draw no random numbers by content (their repr leaves
+        out a ``ToDtype``'s dtype). Another callable need not show what it
+        computes: keyed by its repr with ``feature_store=True`` (an address
+        in it is refused), else not stored.
+        """
+        shown = repr(transform)
+        if self.preprocessing in ("auto", None):
+            return (shown if " at 0x" not in shown else None), None
+        if _deterministic_v2(transform):
+            try:
+                return ("v2", value_key(transform, "preprocessing",
+                                        strict=not forced)), None
+            except Unkeyable as err:
+                return None, _unkeyed(err, "everything else")
+        if forced:
+            return (shown if " at 0x" not in shown else None), None
+        return None, (
+            f"preprocessing={type(transform).__name__} is a callable of your "
+            "own or a random transform, and a callable need not show what it "
+            "computes; feature_store=True stores the features anyway, keyed on "
+            "its repr")
 
     @property
     def backbone_(self):
