@@ -266,15 +266,20 @@ def build_network(module, *, copy, cut, layer, pooling, pooled, channels_last,
 
 class _Recipe:
     """What a fit served by the feature store read, kept for a build at first
-    use: a reference to the registry's prototype (free: no copy) and how to
-    build from it."""
+    use, and how to build from it: a reference to the registry's prototype
+    (``shared``: free, no copy; built on a copy), or the copy the fit made of
+    a module of the user's (the extractor's own: built in place, once)."""
 
-    def __init__(self, prototype, **how):
-        self.prototype = prototype
+    def __init__(self, module, shared, **how):
+        self.prototype = module if shared else None
+        self.module = None if shared else module
         self.how = how
 
     def build(self):
-        return build_network(self.prototype.module, copy=True, **self.how)
+        if self.prototype is not None:
+            return build_network(self.prototype.module, copy=True, **self.how)
+        module, self.module = self.module, None
+        return build_network(module, copy=False, **self.how)
 
 
 class _NamedBytes(io.BytesIO):
@@ -422,14 +427,19 @@ class PretrainedFeatureExtractor(
         :func:`skxfer.set_config`), so that a grid search or repeated
         ``transform`` runs the network once per distinct image. Keys are the
         content of each input (array bytes, PIL pixels, a file's bytes) and
-        of the network (its weights' bytes, layer, pooling, preprocessing,
-        precision, device type). 'auto': on for torchvision
-        models and fitted skxfer networks; off for a module of your own,
-        whose code could change without its weights changing (True keys it
-        on its structure and weights). So does a ``preprocessing`` of your
-        own (a callable need not show what it computes); True keys it on its
-        ``repr``. Treat ``backbone_`` as frozen: after changing its weights in
-        place, call :func:`skxfer.clear_feature_store`.
+        of the network: a torchvision model's weights; for a module of your
+        own, everything that decides its output (structure, weights,
+        attributes, its classes' code and what that code reads from its
+        globals, hooks); and the layer, pooling, preprocessing, precision
+        and device type. 'auto': on, except for a module with a part that
+        cannot be keyed (an open file, a lock; ``verbose`` names it) and for
+        a ``preprocessing`` of your own other than torchvision's v2
+        transforms that draw no random numbers (a callable need not show
+        what it computes). True: on, keying such a module on everything
+        else and such a preprocessing on its ``repr``. Not seen: state read
+        through libraries, files or the environment; see the README. Treat
+        ``backbone_`` as frozen: after changing its weights in place, call
+        :func:`skxfer.clear_feature_store`.
 
     Attributes
     ----------
@@ -613,23 +623,21 @@ class PretrainedFeatureExtractor(
         if meta is not None:
             new._channels, new._conv = meta.channels, meta.channels is not None
             stored = STORE.get_many(key, new._item_keys(first), meta.width)[0]
-        if stored is not None and read.shared:
-            # nothing in fit needs the network: it is built from the prototype
-            # the first time it is used (a transform that misses the store, a
-            # fine-tuning estimator, pickling). A search over stored features
-            # pays no model copy per fit.
-            new._recipe = _Recipe(read.module, pooled=meta.pooled, **how)
+        if stored is not None:
+            # nothing in fit needs the network: it is built the first time it
+            # is used (a transform that misses the store, a fine-tuning
+            # estimator, pickling). A search over stored features pays no
+            # model copy per fit for a prototype, and no build for a module.
+            new._recipe = _Recipe(read.module, read.shared, pooled=meta.pooled,
+                                  **how)
             new.n_features_out_ = meta.width
             return
-        pooled = meta.pooled if stored is not None else False
+        pooled = False
         body = build_network(read.module.module if read.shared else read.module,
                              copy=read.shared, pooled=pooled, **how)
         new.backbone_ = body
         new._channels = input_channels(body)
         new._conv = new._channels is not None
-        if stored is not None:  # the width of this very input, already stored
-            new.n_features_out_ = meta.width
-            return
         out, first_key = new._probe(first)  # learn the output from one sample
         if not (torch.is_tensor(out) and out.ndim == 2):
             # spatial maps, token sequences or tuples: pool them to vectors

@@ -484,3 +484,24 @@ def test_torchvision_v2_transforms_are_stored_and_keyed_by_content(images, capsy
         "feature_store=True stores the features anyway, keyed on its repr.")
     run(v2.Compose([v2.Lambda(lambda x: x * 2)]))
     assert entries() == 3 * len(X)
+
+
+def test_a_fit_the_store_serves_builds_its_copy_of_a_users_module_at_first_use(
+        images):
+    X, _ = images
+    net, _ = notebook_net()
+    expected = features(net, X[:40])
+    ext = PretrainedFeatureExtractor(net, device="cpu").fit(X[:40])
+    assert "_backbone" not in ext.__dict__  # no build: every row is stored
+    np.testing.assert_array_equal(ext.transform(X[:40]), expected)
+    # the user's module changed after fit: the fitted extractor keeps what
+    # fit copied (and stores the new rows under the key of that copy)
+    with torch.no_grad():
+        net.conv.weight.mul_(-1)
+    fresh = PretrainedFeatureExtractor(net, device="cpu").fit(X[:1])
+    got = ext.transform(X)
+    assert "_recipe" not in ext.__dict__ and ext.backbone_ is not None
+    np.testing.assert_allclose(got[:40], expected)
+    np.testing.assert_allclose(got[40:], features(notebook_net()[0], X[40:],
+                                                  feature_store=False), atol=1e-6)
+    assert not np.allclose(fresh.transform(X[40:]), got[40:])
