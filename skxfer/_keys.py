@@ -261,6 +261,9 @@ _GLOBAL_OPS = frozenset(dis.opmap[name] for name in (
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made at run time, not a C type
 _ATOMS = (bool, int, float, complex, str, bytes, type(None), type(Ellipsis),
           type(NotImplemented))
+# what pickle calls to take an object apart (never run when it is user code)
+_PICKLING = ("__reduce_ex__", "__reduce__", "__getstate__", "__getnewargs_ex__",
+             "__getnewargs__")
 _BUILTIN_BASES = (str, int, float, complex, bytes, tuple, frozenset, set, list, dict)
 
 
@@ -718,14 +721,29 @@ class _Walker:
 
     def reduced(self, obj, t):
         """Any other object, by what it gives pickle (objects of C types with
-        internal state that do not pickle are refused)."""
+        internal state that do not pickle are refused; so are objects whose
+        pickling is code of the user's, which is never run)."""
+        for name in _PICKLING:
+            owner = next((k for k in t.__mro__ if name in vars(k)), object)
+            if _version(getattr(owner, "__module__", None)) is None:
+                self.unkeyable(obj, f"a {_type_name(obj)}, whose {name} is code "
+                                    "of your own (not run to key it)")
+                return
         try:
             reduced = obj.__reduce_ex__(4)
         except Exception:
             self.unkeyable(obj)
             return
-        if isinstance(reduced, str):  # a global singleton
-            self.token(b"R", f"{getattr(obj, '__module__', '')}:{reduced}")
+        if isinstance(reduced, str):  # pickled by name, as a global
+            module = getattr(obj, "__module__", None)
+            wrapped = getattr(obj, "__wrapped__", None)
+            if wrapped is not None:  # a wrapper (functools.lru_cache): its code
+                self.token(b"R", reduced)
+                self.sub(".__wrapped__", wrapped)
+            elif _version(module) is not None:  # a library's global
+                self.token(b"R", f"{module}:{reduced}:{_version(module)}")
+            else:
+                self.unkeyable(obj, f"a {_type_name(obj)} known only by its name")
             return
         self.token(b"R", str(len(reduced)))
         self.value(t)
@@ -777,6 +795,12 @@ def _plain_instance(t):
             return False
         module = sys.modules.get(getattr(klass, "__module__", None) or "")
         if module is not None and _is_extension(module):
+            return False
+        # a class statement adds at most the __dict__ and __weakref__ pointers
+        # and its __slots__ to its base's layout; a C type adds its fields
+        slots = [s for s in _slots(klass) if s not in ("__dict__", "__weakref__")]
+        base = klass.__base__ or object
+        if klass.__basicsize__ - base.__basicsize__ > 16 + 8 * len(slots):
             return False
     return True
 

@@ -193,6 +193,12 @@ def test_a_redefined_helper_misses(images, store):
     cell("def helper(x):\n    return torch.sigmoid(x)\n", namespace)
     got = check_miss(net, X, len(X))  # the very same module object
     assert not np.allclose(got, first)
+    # a helper behind a library's wrapper that pickles by name (lru_cache)
+    cell("import functools\n@functools.lru_cache\ndef factor():\n    return 2.0\n"
+         "def helper(x):\n    return torch.sigmoid(x) * factor()\n", namespace)
+    check_miss(net, X, 2 * len(X))
+    cell("@functools.lru_cache\ndef factor():\n    return 3.0\n", namespace)
+    check_miss(net, X, 3 * len(X))
 
 
 def test_changed_attributes_and_globals_miss(images, store):
