@@ -160,10 +160,10 @@ _UNSTORED_V2 = frozenset((
 ))
 
 
-def _unkeyed(err, rest):
+def _unkeyed(err, anyway):
     """Why a network is not stored, for the note at ``verbose``."""
     return (f"{err}, which cannot be keyed by its content; feature_store=True "
-            f"stores the features anyway, keyed on {rest}")
+            f"stores the features anyway, {anyway}")
 
 
 def _deterministic_v2(transform):
@@ -435,9 +435,10 @@ class PretrainedFeatureExtractor(
         cannot be keyed (an open file, a lock; ``verbose`` names it) and for
         a ``preprocessing`` of your own other than torchvision's v2
         transforms that draw no random numbers (a callable need not show
-        what it computes). True: on, keying such a module on everything
-        else and such a preprocessing on its ``repr``. Not seen: state read
-        through libraries, files or the environment; see the README. Treat
+        what it computes). True: on, keying a module of your own on its
+        structure and weights only and a preprocessing on its ``repr`` (you
+        answer for the rest). Not seen: state read through libraries, files
+        or the environment; see the README. Treat
         ``backbone_`` as frozen: after changing its weights in place, call
         :func:`skxfer.clear_feature_store`.
 
@@ -553,20 +554,23 @@ class PretrainedFeatureExtractor(
         return _Read(net, False, False, identity, n_in, transform, unkeyed)
 
     def _module_identity(self, kind, net):
-        """``(identity, why not)``: a module's content key (see
-        :func:`skxfer._keys.module_key`); with ``feature_store='auto'``, None
-        and what cannot be keyed when some part cannot. ``feature_store=True``
-        keys it on everything else."""
+        """``(identity, why not)`` of a module of the user's or a source's.
+
+        ``feature_store='auto'``: its content key (see
+        :func:`skxfer._keys.module_key`), or None and what cannot be keyed.
+        ``feature_store=True``: its structure and weights only -- the user
+        answers for the rest (a part that cannot be keyed, or state that
+        changes at every call, such as a counter).
+        """
         if self.feature_store is False:
             return None, None
-        strict = self.feature_store != True  # noqa: E712 ('auto')
-        try:
-            return (kind, module_key(net, strict=strict)), None
-        except Unkeyable as err:
-            if strict:
-                return None, _unkeyed(err, "everything else")
-            # nested too deep even to leave parts out: structure and weights
+        if self.feature_store is True:
             return (kind, repr(net), module_digest(net)), None
+        try:
+            return (kind, module_key(net)), None
+        except Unkeyable as err:
+            return None, _unkeyed(
+                err, "keyed on the network's structure and weights only")
 
     def fit(self, X, y=None):
         """Read the network's weights and build it; ``X`` fixes the output width.
@@ -675,9 +679,11 @@ class PretrainedFeatureExtractor(
         if preprocessing is None:
             return None, unkeyed
         try:  # torch's global forward hooks run in every module
-            hooks = global_hooks_key(strict=not forced)
+            hooks = global_hooks_key()
         except Unkeyable as err:
-            return None, _unkeyed(err, "everything else")
+            if not forced:
+                return None, _unkeyed(err, "without them in the key")
+            hooks = "not keyed"
         parts = [read.identity, self.layer, self.pooling, preprocessing,
                  self.mixed_precision, self.channels_last,
                  torch.device(new.device_).type, new._tabular]
@@ -699,10 +705,10 @@ class PretrainedFeatureExtractor(
             return (shown if " at 0x" not in shown else None), None
         if _deterministic_v2(transform):
             try:
-                return ("v2", value_key(transform, "preprocessing",
-                                        strict=not forced)), None
+                return ("v2", value_key(transform, "preprocessing")), None
             except Unkeyable as err:
-                return None, _unkeyed(err, "everything else")
+                if not forced:
+                    return None, _unkeyed(err, "keyed on its repr")
         if forced:
             return (shown if " at 0x" not in shown else None), None
         return None, (

@@ -184,39 +184,39 @@ class Unkeyable(Exception):
     """A part of a network that cannot be keyed by its content (``str`` names it)."""
 
 
-def module_key(module, strict=True):
+def module_key(module):
     """The content key of a user's ``torch.nn.Module``: what decides its output.
 
     The key covers the module's structure (its classes and every submodule);
     its parameters and buffers (their bytes); every plain attribute (numbers,
     strings, tuples, lists, dicts, tensors and arrays by content, objects of
     plain Python classes by their attributes); the code of its classes'
-    methods -- bytecode, constants, closures' contents and default arguments
-    -- and, recursively, the functions, classes and values that code reads
-    from its globals; its hooks (forward, pre-forward, backward, state-dict),
-    keyed the same way. Classes and functions of installed packages (the
-    standard library, site-packages) are keyed by their name and the
-    package's version. No address or ``id()`` is part of it: the same
-    network built the same way has the same key in every process. Nothing of
-    the user's is called to compute it.
+    methods (bytecode, constants, closures' contents, default arguments)
+    and, recursively, the functions, classes, values and modules that code
+    reads from its globals or imports; its hooks (forward, pre-forward,
+    backward, state-dict), keyed the same way. Classes and functions of
+    installed packages (the standard library, site-packages) are keyed by
+    their name and the package's version. No address or ``id()`` is part of
+    it: the same network built the same way has the same key in every
+    process. Nothing of the user's is called to compute it.
 
-    ``strict=True`` raises :class:`Unkeyable`, naming the first part that
-    cannot be keyed (an open file, a lock, an object of a C extension that
-    does not pickle); ``strict=False`` leaves such parts out of the key.
-    Left out in any case: the ``training`` flags (the network runs in eval
-    mode) and ``__init__`` methods (a network is keyed by what its
-    construction built; it is never constructed again to compute).
+    Raises :class:`Unkeyable`, naming the first part that cannot be keyed
+    (a lock, an open file, an object of a C extension that does not pickle,
+    an object whose pickling is code of the user's). Left out: the
+    ``training`` flags (the network runs in eval mode) and ``__init__``
+    methods (a network is keyed by what its construction built; it is never
+    constructed again to compute).
     """
-    return _key(module, "model", strict)
+    return _key(module, "model")
 
 
-def value_key(obj, name, strict=True):
+def value_key(obj, name):
     """The content key of any object (``name`` shows it in messages), by the
     rules of :func:`module_key`."""
-    return _key(obj, name, strict)
+    return _key(obj, name)
 
 
-def global_hooks_key(strict=True):
+def global_hooks_key():
     """The key of torch's global forward hooks (those every module runs), or
     None when there are none."""
     from torch.nn.modules import module as torch_module
@@ -225,7 +225,7 @@ def global_hooks_key(strict=True):
                for name, hooks in vars(torch_module).items()
                if name.startswith("_global_forward")):
         return None
-    walker = _Walker(strict)
+    walker = _Walker()
     walker.path.append("torch's global forward hooks")
     try:
         walker.global_hooks()
@@ -234,8 +234,8 @@ def global_hooks_key(strict=True):
     return walker.hexdigest()
 
 
-def _key(obj, name, strict):
-    walker = _Walker(strict)
+def _key(obj, name):
+    walker = _Walker()
     walker.token(b"K", "skxfer key 1 " + sys.implementation.cache_tag)
     walker.path.append(name)
     try:
@@ -283,9 +283,8 @@ class _Walker:
     walk is, for the message of :class:`Unkeyable`.
     """
 
-    def __init__(self, strict):
+    def __init__(self):
         self.hash = hashlib.blake2b(digest_size=DIGEST_SIZE)
-        self.strict = strict
         self.memo = {}
         self.alive = []  # keeps memoised objects alive: their ids stay unique
         self.path = []
@@ -304,9 +303,7 @@ class _Walker:
 
     def unkeyable(self, obj, kind=None):
         kind = kind or f"a {_type_name(obj)}"
-        if self.strict:
-            raise Unkeyable(f"{' -> '.join(self.path)} is {kind}")
-        self.token(b"?", kind)
+        raise Unkeyable(f"{' -> '.join(self.path)} is {kind}")
 
     def seen(self, obj):
         """Refer to ``obj`` if it was met before; else remember it."""
@@ -443,7 +440,7 @@ class _Walker:
         # strings): key each element alone, and sort
         keys = []
         for item in obj:
-            walker = _Walker(self.strict)
+            walker = _Walker()
             walker.path = [*self.path[:-1], self.path[-1] + " (an element)"]
             walker.value(item)
             keys.append(walker.hexdigest())

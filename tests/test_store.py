@@ -35,7 +35,8 @@ class Counting(nn.Module):
     def forward(self, x):
         # counted where the store's key does not look: through sys, a library
         # module keyed by its name and version. Read as a global of this code,
-        # ROWS would be part of the key, which would change with every count.
+        # ROWS would be part of the key (feature_store='auto'), which would
+        # change with every count.
         sys.modules[__name__].ROWS[0] += len(x)
         return self.body(x)
 

@@ -63,20 +63,7 @@ def entries():
     return skxfer.feature_store_info()["entries"]
 
 
-STORE = ["auto"]  # the feature_store parameter of the tests below
-
-
-@pytest.fixture(params=["auto", True], ids=["store-auto", "store-True"])
-def store(request):
-    """Each change must miss by default and when the store is forced on
-    (``feature_store=True``, which keys on everything it can key)."""
-    STORE[0] = request.param
-    yield request.param
-    STORE[0] = "auto"
-
-
 def features(net, X, **kw):
-    kw = {"feature_store": STORE[0], **kw}
     return PretrainedFeatureExtractor(net, device="cpu", **kw).fit(X).transform(X)
 
 
@@ -152,8 +139,7 @@ def test_a_frozen_transfer_search_over_a_users_module_runs_it_once_per_image(ima
 # ---- what a notebook changes misses ------------------------------------------------
 
 
-def test_forward_redefined_in_a_new_cell_misses_and_the_same_cell_again_hits(
-        images, store):
+def test_forward_redefined_in_a_new_cell_misses_and_the_same_cell_again_hits(images):
     X, _ = images
     net, _ = notebook_net()
     first = features(net, X)
@@ -170,7 +156,7 @@ def test_forward_redefined_in_a_new_cell_misses_and_the_same_cell_again_hits(
     assert not np.allclose(got, first)
 
 
-def test_forward_reassigned_on_the_class_misses(images, store):
+def test_forward_reassigned_on_the_class_misses(images):
     X, _ = images
     net, namespace = notebook_net()
     first = features(net, X)
@@ -186,7 +172,7 @@ def test_forward_reassigned_on_the_class_misses(images, store):
     assert entries() == 2 * len(X)
 
 
-def test_a_redefined_helper_misses(images, store):
+def test_a_redefined_helper_misses(images):
     X, _ = images
     net, namespace = notebook_net()
     first = features(net, X)
@@ -201,7 +187,7 @@ def test_a_redefined_helper_misses(images, store):
     check_miss(net, X, 3 * len(X))
 
 
-def test_changed_attributes_and_globals_miss(images, store):
+def test_changed_attributes_and_globals_miss(images):
     X, _ = images
     net, namespace = notebook_net()
     features(net, X)
@@ -231,7 +217,7 @@ def test_changed_attributes_and_globals_miss(images, store):
     check_miss(net2, X, 7 * n)
 
 
-def test_a_hook_added_misses_and_removed_hits_again(images, store):
+def test_a_hook_added_misses_and_removed_hits_again(images):
     X, _ = images
     net, _ = notebook_net()
     first = features(net, X)
@@ -248,7 +234,7 @@ def test_a_hook_added_misses_and_removed_hits_again(images, store):
     check_miss(net, X, 3 * len(X))
 
 
-def test_closures_defaults_and_decorators_are_keyed(images, store):
+def test_closures_defaults_and_decorators_are_keyed(images):
     X, _ = images
     factory = """
     import torch
@@ -286,7 +272,7 @@ def test_closures_defaults_and_decorators_are_keyed(images, store):
     check_miss(changed, X, 4 * len(X))
 
 
-def test_a_module_imported_inside_forward_is_keyed(images, store, tmp_path,
+def test_a_module_imported_inside_forward_is_keyed(images, tmp_path,
                                                   monkeypatch):
     import importlib
 
@@ -431,7 +417,7 @@ class _ReadsALock(nn.Module):
 def test_a_module_that_cannot_be_keyed_is_not_stored_with_one_note(images, capsys):
     X, _ = images
     tail = (", which cannot be keyed by its content; feature_store=True stores the "
-            "features anyway, keyed on everything else.\n")
+            "features anyway, keyed on the network's structure and weights only.\n")
     ext = PretrainedFeatureExtractor(_Locked(), device="cpu", verbose=1).fit(X)
     assert capsys.readouterr().out == (
         "[PretrainedFeatureExtractor] The feature store is off: model.guard.lock is "
@@ -444,7 +430,7 @@ def test_a_module_that_cannot_be_keyed_is_not_stored_with_one_note(images, capsy
         "_ReadsALock.forward -> global 'LOCK' is a _thread.lock" + tail)
     PretrainedFeatureExtractor(_Locked(), device="cpu").fit(X)
     assert capsys.readouterr().out == ""  # only at verbose
-    # feature_store=True stores it, keyed on everything else
+    # feature_store=True stores it, keyed on its structure and weights
     net = _Locked()
     features(net, X, feature_store=True)
     assert entries() == len(X)
@@ -492,8 +478,7 @@ def test_torchvision_v2_transforms_are_stored_and_keyed_by_content(images, capsy
     assert entries() == 3 * len(X)
 
 
-def test_a_fit_the_store_serves_builds_its_copy_of_a_users_module_at_first_use(
-        images):
+def test_a_fit_the_store_serves_builds_its_copy_of_a_users_module_at_first_use(images):
     X, _ = images
     net, _ = notebook_net()
     expected = features(net, X[:40])
@@ -511,3 +496,33 @@ def test_a_fit_the_store_serves_builds_its_copy_of_a_users_module_at_first_use(
     np.testing.assert_allclose(got[40:], features(notebook_net()[0], X[40:],
                                                   feature_store=False), atol=1e-6)
     assert not np.allclose(fresh.transform(X[40:]), got[40:])
+
+
+GLOBAL_COUNT = [0]
+
+
+class _CountsInAGlobal(nn.Module):
+    """Counts its rows in a global list that forward reads (and changes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+
+    def forward(self, x):
+        GLOBAL_COUNT[0] += len(x)
+        return self.conv(x).mean((2, 3))
+
+
+def test_state_forward_changes_misses_by_default_and_true_stores_it(images):
+    X, _ = images
+    net = _CountsInAGlobal()
+    GLOBAL_COUNT[0] = 0
+    for _ in range(3):  # the count is part of the key: every fit a new key
+        PretrainedFeatureExtractor(net, device="cpu").fit(X).transform(X)
+    assert entries() == 3 * len(X) and GLOBAL_COUNT[0] == 3 * len(X)
+    skxfer.clear_feature_store()
+    GLOBAL_COUNT[0] = 0
+    for _ in range(3):  # the user answers for the code: structure and weights
+        PretrainedFeatureExtractor(net, device="cpu",
+                                   feature_store=True).fit(X).transform(X)
+    assert entries() == len(X) and GLOBAL_COUNT[0] == len(X)
