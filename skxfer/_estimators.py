@@ -47,6 +47,7 @@ from ._mlp import ACTIVATIONS, INITS
 from ._net import TrainingInterrupted
 from ._persistence import loadable_state, loaded_attributes, pickled_state
 from ._plan import check_architecture
+from ._precision import SETTINGS, is_precision
 from ._saving import save_network
 from ._seeding import seeded
 from ._source import SourceParamMixin, is_fitted_source, is_unfitted_source
@@ -189,6 +190,7 @@ _COMMON_SPEC = {
     ),
     "l2_sp": (is_real(0), "a float >= 0"),
     "bn_mode": (one_of("train", "frozen"), "'train' or 'frozen'"),
+    "mixed_precision": (is_precision, SETTINGS),
 }
 
 
@@ -578,6 +580,15 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
     bn_mode : {'train', 'frozen'}, default='train'
         BatchNorm layers in the trainable backbone: 'train' updates their
         statistics, 'frozen' keeps the pretrained ones (eval mode).
+    mixed_precision : bool, 'bf16' or 'fp16', default=False
+        Train in mixed precision: each training step's forward pass and loss
+        run under ``torch.autocast``, True meaning float16 on CUDA (with
+        gradient scaling) and bfloat16 elsewhere, 'bf16' and 'fp16' choosing
+        (as ``PretrainedFeatureExtractor(mixed_precision=...)``). The weights
+        stay float32, and the validation score and predictions are computed
+        in float32. A wholly frozen backbone computes its features once, as
+        its extractor's ``mixed_precision`` says (float32 unless given as a
+        ``PretrainedFeatureExtractor``).
     class_weight : dict, 'balanced' or None, default=None
         Weights of the classes in the loss: ``{label: weight}``, or 'balanced'
         for weights inversely proportional to the class frequencies.
@@ -695,6 +706,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         backbone_lr_decay=1.0,
         l2_sp=0.0,
         bn_mode="train",
+        mixed_precision=False,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -726,6 +738,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         self.backbone_lr_decay = backbone_lr_decay
         self.l2_sp = l2_sp
         self.bn_mode = bn_mode
+        self.mixed_precision = mixed_precision
 
     def _param_spec(self):
         return {
@@ -1049,6 +1062,15 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
     bn_mode : {'train', 'frozen'}, default='train'
         BatchNorm layers in the trainable backbone: 'train' updates their
         statistics, 'frozen' keeps the pretrained ones (eval mode).
+    mixed_precision : bool, 'bf16' or 'fp16', default=False
+        Train in mixed precision: each training step's forward pass and loss
+        run under ``torch.autocast``, True meaning float16 on CUDA (with
+        gradient scaling) and bfloat16 elsewhere, 'bf16' and 'fp16' choosing
+        (as ``PretrainedFeatureExtractor(mixed_precision=...)``). The weights
+        stay float32, and the validation score and predictions are computed
+        in float32. A wholly frozen backbone computes its features once, as
+        its extractor's ``mixed_precision`` says (float32 unless given as a
+        ``PretrainedFeatureExtractor``).
 
     Attributes
     ----------
@@ -1164,6 +1186,7 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         backbone_lr_decay=1.0,
         l2_sp=0.0,
         bn_mode="train",
+        mixed_precision=False,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1194,6 +1217,7 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         self.backbone_lr_decay = backbone_lr_decay
         self.l2_sp = l2_sp
         self.bn_mode = bn_mode
+        self.mixed_precision = mixed_precision
 
     def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
             sample_weight_val=None):

@@ -57,6 +57,7 @@ from ._keys import (
     remember,
     value_key,
 )
+from ._precision import SETTINGS, autocast_dtype, is_precision
 from ._seeding import derive_seed, seeded
 from ._store import (
     STORE,
@@ -112,7 +113,7 @@ _SPEC = {
         device_is_valid,
         "'auto', 'cpu', 'cuda', 'cuda:<index>', 'mps' or a torch.device",
     ),
-    "mixed_precision": (is_bool, "a bool"),
+    "mixed_precision": (is_precision, SETTINGS),
     "channels_last": (is_bool, "a bool"),
     "verbose": (is_int(0), "an int >= 0"),
     "random_state": (
@@ -409,9 +410,10 @@ class PretrainedFeatureExtractor(
     device : str or torch.device, default='auto'
         'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:<index>',
         'mps'.
-    mixed_precision : bool, default=False
-        Run the forward pass under ``torch.autocast`` (float16 on CUDA,
-        bfloat16 on the CPU). Features are returned as float32.
+    mixed_precision : bool, 'bf16' or 'fp16', default=False
+        Run the forward pass under ``torch.autocast``: True is float16 on
+        CUDA and bfloat16 elsewhere; 'bf16' and 'fp16' choose. Features are
+        returned as float32 (and stored apart from those of other settings).
     channels_last : bool, default=True
         Use the channels-last memory layout for convolutional networks (faster
         on CPUs and on recent GPUs; the features do not change beyond float
@@ -859,11 +861,9 @@ class PretrainedFeatureExtractor(
             loader = tqdm(loader, total=n_batches, desc="extracting features",
                           unit="batch")
         device = torch.device(self.device_)
-        autocast = torch.autocast(
-            device.type,
-            dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
-            enabled=self.mixed_precision,
-        )
+        dtype = autocast_dtype(self.mixed_precision, device.type)
+        autocast = torch.autocast(device.type, dtype=dtype or torch.bfloat16,
+                                  enabled=dtype is not None)
         memory_format = (
             torch.channels_last
             if self._conv and self.channels_last and device.type != "mps"

@@ -21,6 +21,8 @@ from ._validation import (
 _DERIVED = ("_plan", "_module")
 # a plain MLP pickled by skxfer 0.1.0.dev0: what its state had that is gone
 _V01_GONE = ("_features_cached", "_backbone_module", "_backbone_width", "_n_in")
+# parameters added since a pickle may have been written: their defaults
+_NEW_PARAMETERS = {"mixed_precision": False}
 
 
 def pickled_state(state):
@@ -57,7 +59,7 @@ def loadable_state(estimator, state):
     ) is None:
         state = _migrated(state)
     check_pickle_format(estimator, state, fitted=fitted)
-    return state
+    return {**_NEW_PARAMETERS, **state}
 
 
 def loaded_attributes(estimator):
