@@ -168,7 +168,8 @@ _COMMON_SPEC = {
         or isinstance(v, (str, nn.Module, PretrainedFeatureExtractor, os.PathLike))
         or is_fitted_source(v)
         or is_unfitted_source(v),
-        "None, a torchvision model name, a PretrainedFeatureExtractor, a fitted "
+        "None, a torchvision model name, 'timm:<name>' (a timm model), a "
+        "PretrainedFeatureExtractor, a fitted "
         "TransferMLPClassifier/TransferMLPRegressor, a torch.nn.Module or the "
         "path of a network saved with save_network",
     ),
@@ -549,7 +550,8 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
     backbone : see below, default=None
         A pretrained network to put under the MLP (which becomes its new
         head), trained end to end. None: a plain MLP. A
-        :class:`PretrainedFeatureExtractor` or a torchvision model name: ``X``
+        :class:`PretrainedFeatureExtractor`, a torchvision model name or a
+        timm one (``"timm:<name>"``, with timm's pretrained weights): ``X``
         is then images, as the extractor takes them. A fitted
         ``TransferMLPClassifier``/``TransferMLPRegressor`` (the source task):
         its hidden layers (and its own backbone) are reused, with a new output
@@ -1031,7 +1033,8 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
     backbone : see below, default=None
         A pretrained network to put under the MLP (which becomes its new
         head), trained end to end. None: a plain MLP. A
-        :class:`PretrainedFeatureExtractor` or a torchvision model name: ``X``
+        :class:`PretrainedFeatureExtractor`, a torchvision model name or a
+        timm one (``"timm:<name>"``, with timm's pretrained weights): ``X``
         is then images, as the extractor takes them. A fitted
         ``TransferMLPClassifier``/``TransferMLPRegressor`` (the source task):
         its hidden layers (and its own backbone) are reused, with a new output

@@ -67,6 +67,7 @@ from ._store import (
     get_config,
     settings_applied,
 )
+from ._timm import is_timm_name, timm_prototype, timm_transform
 from ._validation import (
     PICKLE_FORMAT,
     any_of,
@@ -95,7 +96,8 @@ def _is_transform(value):
 _SPEC = {
     "model": (
         _is_model,
-        "a torchvision model name, a torch.nn.Module or a fitted "
+        "a torchvision model name, 'timm:<name>' (a timm model), a "
+        "torch.nn.Module or a fitted "
         "TransferMLPClassifier/TransferMLPRegressor",
     ),
     "layer": (
@@ -375,6 +377,10 @@ class PretrainedFeatureExtractor(
     model : str, torch.nn.Module or fitted TransferMLP estimator, default='resnet18'
         A torchvision classification model name (any name in
         ``torchvision.models.list_models(module=torchvision.models)``), a
+        timm model as ``"timm:<name>"`` (any name in ``timm.list_models()``,
+        optionally with a pretrained tag: ``"timm:resnet18.a1_in1k"``; needs
+        ``pip install "skxfer[timm]"``; built with ``num_classes=0``, so the
+        output is timm's pooled representation), a
         module of your own (copied at ``fit``; never changed; the default
         output is what its ``forward`` returns), or a fitted
         :class:`TransferMLPClassifier` / :class:`TransferMLPRegressor`, whose
@@ -385,10 +391,19 @@ class PretrainedFeatureExtractor(
         'ResNet18_Weights.IMAGENET1K_V1', or the enum member), a path to a
         local state-dict file, or None for random initialisation. For a
         module: None (use it as it is) or a path to a state dict to load.
-        Downloads go where torchvision puts them (``$TORCH_HOME/hub``).
+        Downloads go where torchvision puts them (``$TORCH_HOME/hub``). For
+        a timm model: 'DEFAULT' (timm's pretrained weights for the name,
+        from the Hugging Face cache, downloaded when missing), None, a path
+        to a state-dict file (``.pth``, ``.safetensors``; a classifier
+        head in it is dropped), or ``'local-dir:/path/to/folder'`` (a
+        folder with ``config.json`` and the weights, as
+        ``timm.models.save_for_hf`` writes it; its config also gives the
+        preprocessing).
     layer : str or None, default=None
         Read the output of this module instead (a name from
         ``model.named_modules()``, e.g. 'layer3'); the forward pass stops there.
+        For a timm CNN, a stage's name gives what timm's ``features_only``
+        gives for it (e.g. 'layer3' of a resnet).
     pooling : {'avg', 'max', 'flatten'}, default='avg'
         How a spatial map (N, C, H, W) or token sequence (N, T, D) becomes a
         vector; 'avg' and 'max' pool globally, 'flatten' keeps every value.
@@ -396,7 +411,9 @@ class PretrainedFeatureExtractor(
         What is done to the images before the network. 'auto': for a model
         name, the weights' own ``transforms()`` (resize, crop,
         normalisation; with ``weights=None`` those of the architecture's
-        default weights); for a module, uint8
+        default weights); for a timm model, timm's eval transform for its
+        data config (``resolve_data_config`` and ``create_transform``;
+        8-bit images go through PIL, as in timm's own loops); for a module, uint8
         images are scaled to [0, 1] and nothing else. A callable receives a
         uint8 (or float in [0, 1]) tensor (N, C, H, W) for arrays and (C, H,
         W) per image for lists; torchvision transforms take both. None: no
@@ -429,7 +446,8 @@ class PretrainedFeatureExtractor(
         :func:`skxfer.set_config`), so that a grid search or repeated
         ``transform`` runs the network once per distinct image. Keys are the
         content of each input (array bytes, PIL pixels, a file's bytes) and
-        of the network: a torchvision model's weights; for a module of your
+        of the network: a torchvision model's weights; a timm model's name,
+        weights (and a folder's config) and timm's version; for a module of your
         own, everything that decides its output (structure, weights,
         attributes, its classes' code and what that code reads from its
         globals, hooks); and the layer, pooling, preprocessing, precision
@@ -516,6 +534,14 @@ class PretrainedFeatureExtractor(
         changes ``model``.
         """
         n_in = None
+        if is_timm_name(self.model):  # timm's classifier is removed at build
+            prototype, identity = timm_prototype(
+                self.model, self.weights, seed=seed,
+                cache=isinstance(self.random_state, Integral))
+            transform = self.preprocessing
+            if transform == "auto":
+                transform = timm_transform(prototype.module)
+            return _Read(prototype, True, False, identity, n_in, transform)
         if isinstance(self.model, str):
             prototype = named_prototype(
                 self.model, self.weights, seed=seed,
