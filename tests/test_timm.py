@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported
 
+import json  # noqa: E402
 import pickle  # noqa: E402
 import sys  # noqa: E402
 
@@ -129,9 +130,10 @@ def write_weights(kind, folder, name="test_resnet", seed=1):
                     "state_dict_ema": wrapped, "epoch": 3}, path)
     else:  # a folder with config.json, preprocessing of its own
         path = folder / "exported"
-        timm.models.save_for_hf(model, str(path), safe_serialization=True,
-                                data_config={"mean": (0.3, 0.4, 0.5),
-                                             "std": (0.2, 0.2, 0.3)})
+        timm.models.save_for_hf(model, str(path), safe_serialization=True)
+        config = json.loads((path / "config.json").read_text())
+        config["pretrained_cfg"].update(mean=[0.3, 0.4, 0.5], std=[0.2, 0.2, 0.3])
+        (path / "config.json").write_text(json.dumps(config))
         return f"local-dir:{path}", f"local-dir:{path}"
     return str(path), str(path)
 
