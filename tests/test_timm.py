@@ -214,6 +214,48 @@ def test_layer_gives_timms_features_only_stage(images):
         clone(ext).set_params(layer="layer9").fit(images)
 
 
+@pytest.mark.parametrize("name", ["test_efficientnet", "test_convnext",
+                                  "test_byobnet"])
+def test_every_features_only_stage_of_a_cnn_is_a_layer(name, images):
+    # each module that timm's features_only reads (feature_info) is a layer=
+    # that gives the same map, pooled
+    full = random_model(name)
+    stages = timm.create_model(name, pretrained=False, features_only=True)
+    source, own = full.state_dict(), stages.state_dict()
+    # features_only nets rename 'stages.0' to 'stages_0'
+    renamed = {k: next(source[c] for c in (k, k.replace("_", ".", 1),
+                                           k.replace("_", ".", 2)) if c in source)
+               for k in own}
+    stages.load_state_dict(renamed)
+    stages.eval()
+    transform = PretrainedFeatureExtractor(f"timm:{name}", weights=None,
+                                           **KW).fit(images).preprocessing_
+    with torch.inference_mode():
+        maps = stages(transform(torch.from_numpy(images).permute(0, 3, 1, 2)))
+    names = stages.feature_info.module_name()
+    assert len(names) == len(maps) >= 4
+    for module, expected in zip(names, maps, strict=True):
+        ext = PretrainedFeatureExtractor(f"timm:{name}", weights=None, layer=module,
+                                         **KW).fit(images)
+        np.testing.assert_allclose(ext.transform(images),
+                                   expected.mean(dim=(2, 3)).numpy(),
+                                   rtol=1e-5, atol=1e-6, err_msg=module)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", True])
+def test_a_timm_model_extracts_in_mixed_precision_on_the_cpu(precision, images):
+    # on the CPU, fp16 runs too (autocast); outputs are float32, close to the
+    # float32 features, and stored apart from them
+    exact = PretrainedFeatureExtractor("timm:test_resnet", weights=None, **KW)
+    half = clone(exact).set_params(mixed_precision=precision)
+    expected = exact.fit_transform(images)
+    got = half.fit_transform(images)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=0.02 * np.abs(expected).max())
+    assert not np.array_equal(got, expected)
+    assert half._store_key != exact._store_key
+
+
 # ---- the feature store ------------------------------------------------------
 
 
