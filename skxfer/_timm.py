@@ -241,6 +241,11 @@ def _load(model, state, path):
 
 def _existing(path, kind):
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"weights={str(path)!r} is a folder, not a {kind}. For a folder "
+            f"with config.json and the weights, pass weights='{LOCAL_DIR}{path}'."
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"weights={str(path)!r}: no {kind} there. Pass {_WEIGHTS}."

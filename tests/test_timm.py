@@ -430,6 +430,10 @@ def test_bad_names_and_weights_are_named(images, tmp_path):
         fit(weights="IMAGENET1K_V1")
     with pytest.raises(FileNotFoundError, match="no checkpoint file there"):
         fit(weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match=r"is a folder, not a checkpoint "
+                       r"file. For a folder with config.json and the weights, "
+                       rf"pass weights='local-dir:{tmp_path}'"):
+        fit(weights=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no config.json in"):
         fit(weights=f"local-dir:{tmp_path}")
     other, _ = write_weights("local-dir", tmp_path, name="test_vit")
