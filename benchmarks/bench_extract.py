@@ -12,10 +12,10 @@ Batch 32, ``--threads`` torch threads. Images per second of:
 (c) ``PretrainedFeatureExtractor`` on the same arrays,
 (d) ``PretrainedFeatureExtractor`` on the same images as PNG files.
 
-(a)-(d) run without the feature store (a module of one's own is not stored by
-default). With it -- ``PretrainedFeatureExtractor("resnet18", weights=None,
-feature_store=True)`` and the same preprocessing, the store emptied before
-each round:
+(a)-(d) run without the feature store (``feature_store=False``: a module of
+one's own is stored by default too). With it --
+``PretrainedFeatureExtractor("resnet18", weights=None, feature_store=True)``
+and the same preprocessing, the store emptied before each round:
 
 (e) PNG files, first pass: each file read once, hashed and decoded, then the
     forward pass; the features stored,
@@ -118,6 +118,7 @@ def run(size, n_images, repeats, folder):
     # the same network as ``model`` (the extractor runs its own copy)
     ext = PretrainedFeatureExtractor(
         model, weights=None, preprocessing=prep, batch_size=BATCH, device="cpu",
+        feature_store=False,
     )
     ext.fit(images[:1])
 
