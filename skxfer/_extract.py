@@ -57,6 +57,7 @@ from ._store import (
     get_config,
     settings_applied,
 )
+from ._threads import extractor_work, sized_by
 from ._validation import (
     PICKLE_FORMAT,
     any_of,
@@ -498,6 +499,7 @@ class PretrainedFeatureExtractor(
                 "module", repr(net), module_digest(net))
         return _Read(net, False, False, identity, n_in, transform)
 
+    @sized_by(extractor_work)
     def fit(self, X, y=None):
         """Read the network's weights and build it; ``X`` fixes the output width.
 
@@ -841,6 +843,7 @@ class PretrainedFeatureExtractor(
         outputs = [out.float().cpu() for out in self._outputs(X)]
         return torch.cat(outputs).numpy()
 
+    @sized_by(extractor_work)
     def transform(self, X):
         """Features of ``X``.
 
