@@ -20,16 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from joblib import parallel_backend
 from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, cross_val_score
-from sklearn.pipeline import make_pipeline
+from sklearn.model_selection import cross_val_score
 from torch import nn
 
 import skxfer
-from skxfer import PretrainedFeatureExtractor, TransferMLPClassifier
+from skxfer import PretrainedFeatureExtractor
 from skxfer.distributed import embed_dask, embed_ray
 
 HAS_DASK = all(importlib.util.find_spec(m) is not None
@@ -74,25 +72,6 @@ def _tiny_cnn(out_channels=8):
         return nn.Sequential(nn.Conv2d(3, out_channels, 3, padding=1), nn.ReLU())
 
 
-def _searches():
-    """A grid search over a pipeline with a frozen torchvision extractor, and a
-    cross-validation of a transfer estimator over a frozen CNN of our own
-    (stored: feature_store=True), with whatever joblib backend is active."""
-    X, y = _digit_images()
-    grid = GridSearchCV(
-        make_pipeline(
-            PretrainedFeatureExtractor("resnet18", weights=None, preprocessing=None),
-            LogisticRegression(max_iter=300)),
-        {"logisticregression__C": [0.01, 1.0]}, cv=3,
-    ).fit(X, y)
-    backbone = PretrainedFeatureExtractor(_tiny_cnn(), feature_store=True)
-    scores = cross_val_score(
-        TransferMLPClassifier((32,), backbone=backbone, freeze=True, max_epochs=8,
-                              random_state=0),
-        X, y, cv=3)
-    return grid, scores
-
-
 def _assert_same_results(distributed, local):
     grid, scores = distributed
     local_grid, local_scores = local
@@ -113,8 +92,11 @@ def local_results():
     # borderline prediction of the weakly regularised candidate
     from threadpoolctl import threadpool_limits
 
+    example = _load_example("scale_dask" if HAS_DASK else "scale_ray")
+    X, y = example.digit_images(240)
+    search, clf = example.search_and_transfer()
     with threadpool_limits(1):
-        return _searches()
+        return search.fit(X, y), cross_val_score(clf, X, y, cv=3)
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +113,14 @@ def png_paths(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def wide_extractor(png_paths):
+def wide_extractor(png_paths, tmp_path_factory):
     """A fitted extractor with a wide output (32 x 32 x 32 floats, 128 KiB per
     image), so that anything a worker kept per image would show in its memory;
-    stored (feature_store=True), so a store filling up would show too."""
-    ext = PretrainedFeatureExtractor(_tiny_cnn(32), pooling="flatten",
-                                     feature_store=True).fit(png_paths[:1])
+    stored (feature_store=True), so a store filling up would show too; it
+    counts where it is unpickled (``count_file``)."""
+    ext = _Counted(_tiny_cnn(32), pooling="flatten",
+                   feature_store=True).fit(png_paths[:1])
+    ext.count_file = str(tmp_path_factory.mktemp("count") / "unpickled")
     assert ext.n_features_out_ == 32 * 32 * 32
     return ext
 
@@ -162,6 +146,18 @@ def _counted(png_paths, count_file):
     ext = _Counted(_tiny_cnn(), feature_store=True).fit(png_paths[:1])
     ext.count_file = str(count_file)
     return ext
+
+
+def _check_example(result, local_results, out):
+    """The example's search and cross-validation on a cluster equal the same
+    done here (best parameters and every split score), and its embedding
+    equals ``transform``."""
+    _assert_same_results((result["search"], result["scores"]), local_results)
+    assert result["scores"].mean() > 0.8
+    assert result["features"].shape == (200, 512)
+    expected = _reference(result["extractor"], result["paths"])
+    assert np.abs(result["features"] - expected).max() <= 1e-5
+    assert "200 images embedded in" in out
 
 
 def _listening(pids):
@@ -310,11 +306,6 @@ class TestDask:
         listening = _listening(pids)
         assert listening and all(_loopback(ip) for ip, _ in listening), listening
 
-    def test_searches_equal_the_local_ones(self, dask_client, local_results):
-        with parallel_backend("dask"):
-            results = _searches()
-        _assert_same_results(results, local_results)
-
     def test_embedding_equals_transform_in_flat_worker_memory(
             self, dask_client, png_paths, wide_extractor, tmp_path):
         import dask.array as da
@@ -351,13 +342,11 @@ class TestDask:
         assert 1 <= len(unpickled) <= 2 and len(set(unpickled)) == len(unpickled)
         assert set(unpickled) <= workers
 
-    def test_the_example_runs(self, dask_client, capsys):
+    def test_the_example_searches_as_locally_and_embeds(
+            self, dask_client, local_results, capsys):
         result = _load_example("scale_dask").main(
             ["--scheduler", dask_client.scheduler.address, "--images", "200"])
-        assert result["features"].shape == (200, 512)
-        _assert_same_results((result["search"], result["scores"]),
-                             (result["local_search"], result["local_scores"]))
-        assert "images/s" in capsys.readouterr().out
+        _check_example(result, local_results, capsys.readouterr().out)
 
 
 # ---- Ray --------------------------------------------------------------------------
@@ -473,15 +462,12 @@ class TestRay:
         assert listening and all(_loopback(ip) for ip, _ in listening), listening
         assert any(p.name.startswith("session_") for p in temp_dir.iterdir())
 
-    def test_searches_equal_the_local_ones(self, ray_session, local_results):
-        with parallel_backend("ray", n_jobs=2):
-            results = _searches()
-        _assert_same_results(results, local_results)
-
     def test_embedding_equals_transform_in_flat_worker_memory(
             self, ray_session, png_paths, wide_extractor):
         own, hwm, old = {}, {}, set()
+        count_file = Path(wide_extractor.count_file)
         for n in (500, 2000):
+            count_file.write_text("")
             dataset = embed_ray(wide_extractor, png_paths[:n], batch_size=125,
                                 concurrency=2)
             with _PeakRSS("_RayEmbed", old) as rss:
@@ -489,6 +475,11 @@ class TestRay:
             assert len(rss.own) == 2, rss.own  # the two actors of this run
             own[n], hwm[n] = max(rss.own.values()), max(rss.hwm.values())
             old |= set(rss.own)
+            # 4 or 16 batches over 2 actors: each actor that ran one (an actor
+            # still starting when the work ran out did not) unpickled it once
+            unpickled = count_file.read_text().split()
+            assert 1 <= len(unpickled) == len(set(unpickled)), unpickled
+            assert set(unpickled) <= set(map(str, rss.own)), unpickled
         got = np.stack([rows[path] for path in png_paths])
         assert np.abs(got - _reference(wide_extractor, png_paths)).max() <= 1e-5
         print(f"\npeak actor memory on Ray Data, 500 / 2,000 images: "
@@ -500,21 +491,9 @@ class TestRay:
         # (object_store_memory), so they are left out here
         assert own[2000] <= own[500] + max(0.1 * own[500], 50 * MiB), own
 
-    def test_the_extractor_goes_to_each_actor_once(
-            self, ray_session, png_paths, tmp_path):
-        count_file = tmp_path / "unpickled"
-        dataset = embed_ray(_counted(png_paths, count_file), png_paths[:800],
-                            batch_size=100, concurrency=2)
-        rows = _bounded(_collect, dataset)
-        assert len(rows) == 800
-        unpickled = count_file.read_text().split()
-        # 8 batches over 2 actors: each unpickled the extractor once
-        assert len(unpickled) == 2 and len(set(unpickled)) == 2, unpickled
-        assert str(os.getpid()) not in unpickled
-
-    def test_the_example_runs(self, ray_session, capsys):
+    def test_the_example_searches_as_locally_and_embeds(
+            self, ray_session, local_results, capsys):
+        ray, _ = ray_session
         result = _load_example("scale_ray").main(["--images", "200"])
-        assert result["features"].shape == (200, 512)
-        _assert_same_results((result["search"], result["scores"]),
-                             (result["local_search"], result["local_scores"]))
-        assert "images/s" in capsys.readouterr().out
+        assert ray.is_initialized()  # the example used the running session
+        _check_example(result, local_results, capsys.readouterr().out)
