@@ -30,9 +30,16 @@ import skxfer
 from skxfer import PretrainedFeatureExtractor
 from skxfer.distributed import embed_dask, embed_ray
 
-HAS_DASK = all(importlib.util.find_spec(m) is not None
-               for m in ("dask", "distributed"))
-HAS_RAY = importlib.util.find_spec("ray") is not None
+
+def _installed(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+HAS_DASK = _installed("dask") and _installed("distributed")
+HAS_RAY = _installed("ray")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MiB = 1 << 20
 WAIT = 300  # seconds: the bound on any one wait for a cluster
