@@ -27,7 +27,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 
 from skxfer import PretrainedFeatureExtractor, TransferMLPClassifier
-from skxfer.distributed import embed_dask
+from skxfer.distributed import embed_dask, warm_up
 
 
 def digit_images(n):
@@ -49,7 +49,9 @@ def write_pngs(images, folder):
 def start_local_cluster():
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
                            dashboard_address=None)
-    return cluster, Client(cluster)
+    client = Client(cluster)
+    client.run(warm_up)  # workers import torch and torch._dynamo now, once
+    return cluster, client
 
 
 def search_and_transfer():
@@ -91,6 +93,7 @@ def main(argv=None):
         cluster, client = start_local_cluster()
     else:
         cluster, client = None, Client(args.scheduler, timeout=60)
+        client.run(warm_up)
     try:
         start = time.perf_counter()
         with joblib.parallel_backend("dask"):

@@ -17,6 +17,12 @@ dask-cuda's workers), else the CPU; other devices stay as fitted. Each image
 is embedded once, so these routes keep their features out of the workers'
 feature stores (which would otherwise fill to their budget).
 
+A new worker process pays for its imports at its first task (torch,
+scikit-learn, skorch, skxfer: seconds), and its first fit for
+``torch._dynamo``, which the first torch optimizer of a process imports:
+:func:`warm_up` does both at once, e.g. ``client.run(warm_up)`` when a Dask
+cluster starts.
+
 Needs ``pip install "skxfer[dask]"`` or ``pip install "skxfer[ray]"``.
 """
 
@@ -36,7 +42,7 @@ from ._device import resolve_device
 from ._extract import PretrainedFeatureExtractor, stop_storing
 from ._images import is_path
 
-__all__ = ["embed_dask", "embed_ray"]
+__all__ = ["embed_dask", "embed_ray", "warm_up"]
 
 
 def _require(module, extra, caller):
@@ -170,6 +176,23 @@ class _RayEmbed:
             )
         batch[self.output_column] = _embed(batch[self.column], self.extractor)
         return batch
+
+
+def warm_up():
+    """Import now what a worker's first fit imports.
+
+    Importing this module brought torch, scikit-learn, skorch and skxfer;
+    this adds ``torch._dynamo``, which the first torch optimizer of a process
+    imports (seconds). Run it on every worker as a cluster starts, so that the
+    first candidates of a search do not pay for it: ``client.run(warm_up)``
+    on Dask, whose workers then stay warm from one search to the next.
+
+    Examples
+    --------
+    >>> from skxfer.distributed import warm_up
+    >>> warm_up()
+    """
+    importlib.import_module("torch._dynamo")
 
 
 # ---- the routes -----------------------------------------------------------------

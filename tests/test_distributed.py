@@ -10,6 +10,7 @@ import concurrent.futures
 import faulthandler
 import importlib.util
 import os
+import re
 import resource
 import secrets
 import sys
@@ -28,7 +29,7 @@ from torch import nn
 
 import skxfer
 from skxfer import PretrainedFeatureExtractor
-from skxfer.distributed import embed_dask, embed_ray
+from skxfer.distributed import embed_dask, embed_ray, warm_up
 
 
 def _installed(module):
@@ -186,7 +187,27 @@ def _load_example(name):
     return module
 
 
-# ---- helpful failures without a cluster ---------------------------------------------
+# ---- without a cluster ------------------------------------------------------------
+
+
+def _code_lines(text):
+    """The code of a snippet, line by line, without comments and indentation."""
+    lines = (re.sub(r"\s+#.*$", "", line).strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_the_readme_scaling_snippets_are_code_the_suite_runs():
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme.split("## Scaling up", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    examples = [set(_code_lines((EXAMPLES / f"scale_{engine}.py").read_text()))
+                for engine in ("dask", "ray")]
+    for block, example in zip(blocks, examples, strict=True):
+        missing = [line for line in _code_lines(block) if line not in example]
+        assert not missing, missing
+
+
 
 
 def test_a_missing_extra_names_what_to_install(monkeypatch):
@@ -312,6 +333,16 @@ class TestDask:
         pids = {os.getpid(), *dask_client.run(os.getpid).values()}
         listening = _listening(pids)
         assert listening and all(_loopback(ip) for ip, _ in listening), listening
+
+    def test_warm_up_imports_what_a_first_fit_would(self, dask_client):
+        dask_client.restart(timeout=WAIT)
+
+        def imported():
+            return all(m in sys.modules for m in ("skxfer", "torch._dynamo"))
+
+        assert not any(dask_client.run(imported).values())
+        dask_client.run(warm_up)
+        assert all(dask_client.run(imported).values())
 
     def test_embedding_equals_transform_in_flat_worker_memory(
             self, dask_client, png_paths, wide_extractor, tmp_path):
