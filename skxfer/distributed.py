@@ -213,8 +213,8 @@ def embed_dask(extractor, paths, *, client=None, chunk_size=1024):
         folder). A 1-d Dask array of paths is taken as it is: its chunks are
         the partitions, and its paths must be absolute.
     client : distributed.Client, default=None
-        The client of the cluster to run on; None: the current client
-        (``distributed.default_client()``).
+        The client of the cluster to run on (compute the result with it
+        too); None: the current client (``distributed.default_client()``).
     chunk_size : int, default=1024
         Paths per partition (a task).
 

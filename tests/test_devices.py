@@ -92,24 +92,28 @@ def _auto_with_gpus(folder, count):
         return name, index, resolve_device("auto")
 
 
-def _fresh_loky_pool():
-    from joblib.externals.loky import get_reusable_executor
+def _on_two_new_loky_workers(fn, *args):
+    """``fn(*args)`` in each worker of a loky pool of its own (loky's, as
+    joblib uses it, but not joblib's shared pool: its 2 workers start one
+    after another, and are shut down after)."""
+    from joblib.externals.loky import ProcessPoolExecutor
 
-    # new workers, started one after another; reuse=False replaces a pool
-    # left by earlier tests, whose workers may have been replaced one by one
-    return get_reusable_executor(max_workers=2, reuse=False)
+    pool = ProcessPoolExecutor(max_workers=2)
+    try:
+        futures = [pool.submit(fn, *args) for _ in range(2)]
+        return [future.result(timeout=300) for future in futures]
+    finally:
+        pool.shutdown(wait=True, kill_workers=True)
 
 
 def test_real_loky_workers_are_numbered_and_spread(tmp_path):
-    pool = _fresh_loky_pool()
-    futures = [pool.submit(_auto_with_gpus, str(tmp_path), 2) for _ in range(2)]
-    results = [future.result(timeout=300) for future in futures]
+    results = _on_two_new_loky_workers(_auto_with_gpus, str(tmp_path), 2)
     names = [name for name, _, _ in results]
     assert all(name.startswith("LokyProcess-") for name in names), names
     for name, index, device in results:
         assert index == int(name.rsplit("-", 1)[1]) - 1
         assert device == f"cuda:{index % 2}"
-    # loky starts its workers one after another: two live workers have
+    # loky starts its workers one after another: two new workers have
     # consecutive numbers, so two GPUs are both taken
     assert sorted(device for _, _, device in results) == ["cuda:0", "cuda:1"]
 
@@ -120,7 +124,5 @@ def test_loky_workers_train_on_different_gpus(tmp_path):
         _rendezvous(folder, 2)
         return resolve_device("auto")
 
-    pool = _fresh_loky_pool()
-    futures = [pool.submit(auto, str(tmp_path)) for _ in range(2)]
-    devices = [future.result(timeout=300) for future in futures]
+    devices = _on_two_new_loky_workers(auto, str(tmp_path))
     assert len(set(devices)) == 2, devices

@@ -510,7 +510,7 @@ class TestRay:
                                 concurrency=2)
             with _PeakRSS("_RayEmbed", old) as rss:
                 rows = _bounded(_collect, dataset)
-            assert len(rss.own) == 2, rss.own  # the two actors of this run
+            assert rss.own, "no actor seen"
             own[n], hwm[n] = max(rss.own.values()), max(rss.hwm.values())
             old |= set(rss.own)
             # 4 or 16 batches over 2 actors: each actor that ran one (an actor
