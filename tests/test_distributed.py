@@ -11,7 +11,6 @@ import faulthandler
 import importlib.util
 import os
 import re
-import resource
 import secrets
 import sys
 import threading
@@ -29,7 +28,7 @@ from torch import nn
 
 import skxfer
 from skxfer import PretrainedFeatureExtractor
-from skxfer.distributed import embed_dask, embed_ray, warm_up
+from skxfer.distributed import embed_dask, embed_ray
 
 
 def _installed(module):
@@ -264,6 +263,22 @@ def test_embed_ray_needs_a_running_ray():
         out.stdout + out.stderr)
 
 
+def test_warm_up_imports_what_a_first_fit_would():
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from skxfer.distributed import warm_up\n"
+        "assert 'torch' in sys.modules and 'torch._dynamo' not in sys.modules\n"
+        "warm_up()\n"
+        "assert 'torch._dynamo' in sys.modules\n"
+        "print('warm')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=WAIT)
+    assert out.stdout.strip() == "warm", out.stderr
+
+
 def test_each_worker_runs_its_own_view_of_the_extractor(png_paths, monkeypatch):
     from skxfer.distributed import _for_this_worker
 
@@ -318,12 +333,21 @@ def dask_client():
         yield client
 
 
+def _reset_peak_rss():
+    # Linux: the high-water mark of this process's RSS starts again from now
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def _peak_rss():
-    # bytes (Linux reports KiB): the most this process ever held
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Bytes: the most this process held since the last reset (VmHWM)."""
+    with open("/proc/self/status") as f:
+        kib = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    return int(kib) * 1024
 
 
 @pytest.mark.skipif(not HAS_DASK, reason="needs skxfer[dask]")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.usefixtures("watchdog")
 class TestDask:
     def test_the_cluster_listens_on_loopback_only(self, dask_client):
@@ -334,23 +358,13 @@ class TestDask:
         listening = _listening(pids)
         assert listening and all(_loopback(ip) for ip, _ in listening), listening
 
-    def test_warm_up_imports_what_a_first_fit_would(self, dask_client):
-        dask_client.restart(timeout=WAIT)
-
-        def imported():
-            return all(m in sys.modules for m in ("skxfer", "torch._dynamo"))
-
-        assert not any(dask_client.run(imported).values())
-        dask_client.run(warm_up)
-        assert all(dask_client.run(imported).values())
-
     def test_embedding_equals_transform_in_flat_worker_memory(
             self, dask_client, png_paths, wide_extractor, tmp_path):
         import dask.array as da
 
         peaks = {}
         for n in (500, 2000):
-            dask_client.restart(timeout=WAIT)  # new workers: each run's own peak
+            dask_client.run(_reset_peak_rss)  # each run's own peak
             features = embed_dask(wide_extractor, png_paths[:n], chunk_size=250)
             assert features.shape == (n, wide_extractor.n_features_out_)
             assert features.chunks[0] == (250,) * (n // 250)
