@@ -15,6 +15,7 @@ cost like an import, which the table leaves out for both libraries. Run::
 
     python benchmarks/bench_defaults.py [--candidates "" "init=auto" ...]
         [--threads 2] [--datasets digits breast_cancer wine synthetic diabetes]
+        [--skip-sklearn]
 """
 
 import argparse
@@ -100,10 +101,12 @@ def main():
     parser.add_argument("--datasets", nargs="+",
                         default=["digits", "breast_cancer", "wine", "synthetic",
                                  "diabetes"])
+    parser.add_argument("--skip-sklearn", action="store_true",
+                        help="time skxfer's candidates only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     candidates = [parse_candidate(c) for c in args.candidates]
-    columns = ["sklearn"] + [
+    columns = ([] if args.skip_sklearn else ["sklearn"]) + [
         "skxfer " + (",".join(f"{k}={v}" for k, v in c.items()) or "defaults")
         for c in candidates
     ]
@@ -123,7 +126,7 @@ def main():
             regression = name == "diabetes"
             ours = TransferMLPRegressor if regression else TransferMLPClassifier
             theirs = MLPRegressor if regression else MLPClassifier
-            contestants = [theirs(random_state=0)] + [
+            contestants = ([] if args.skip_sklearn else [theirs(random_state=0)]) + [
                 ours(random_state=0, device="cpu", **c) for c in candidates
             ]
             cells = []

@@ -12,13 +12,31 @@ Batch 32, ``--threads`` torch threads. Images per second of:
 (c) ``PretrainedFeatureExtractor`` on the same arrays,
 (d) ``PretrainedFeatureExtractor`` on the same images as PNG files.
 
+(a)-(d) run without the feature store (a module of one's own is not stored by
+default). With it -- ``PretrainedFeatureExtractor("resnet18", weights=None,
+feature_store=True)`` and the same preprocessing, the store emptied before
+each round:
+
+(e) PNG files, first pass: each file read once, hashed and decoded, then the
+    forward pass; the features stored,
+(f) PNG files, second pass: every image a hit (no decoding, no forward).
+
 Then the peak memory (RSS) of a fresh process that transforms 500 and 5,000
-PNG paths (64x64), against the growth of the output array. Run::
+PNG paths (64x64), against the growth of the output array.
+
+``--compare-ref REF`` runs (e) and (f) in fresh processes against skxfer as it
+is at git ref ``REF`` and as it is here, alternately, ``--rounds`` times each,
+and prints the medians and their ratio. On a shared machine, add
+``--in-process``: files are decoded in the process that runs the network
+(``num_workers=0``) and its CPU time per image is compared as well, which
+other processes disturb less than wall time. Run::
 
     python benchmarks/bench_extract.py [--images 96] [--repeats 3] [--threads 2]
+    python benchmarks/bench_extract.py --compare-ref main [--rounds 3] [--in-process]
 """
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -32,6 +50,7 @@ from PIL import Image
 from torchvision.models import ResNet18_Weights, resnet18
 from torchvision.transforms import v2
 
+import skxfer
 from skxfer import PretrainedFeatureExtractor
 
 BATCH = 32
@@ -109,11 +128,89 @@ def run(size, n_images, repeats, folder):
             fn()
             times[name].append(time.perf_counter() - start)
     base = n_images / statistics.median(times["(b) hand-written loop"])
+    rates = {name: n_images / statistics.median(times[name])
+             for name, _ in contestants}
+    first, second, _ = store_passes(paths, size, repeats, folder)
+    rates["(e) PNG files, feature store: first pass"] = first
+    rates["(f) PNG files, feature store: second pass"] = second
     print(f"\n{size}x{size} uint8 NHWC, {n_images} images, batch {BATCH}")
     print(f"{'':44s} {'img/s':>8s} {'vs (b)':>7s}")
-    for name, _ in contestants:
-        rate = n_images / statistics.median(times[name])
+    for name, rate in rates.items():
         print(f"{name:44s} {rate:8.1f} {rate / base:7.2f}")
+
+
+def store_passes(paths, size, repeats, folder, num_workers=None):
+    """Images/s of (e) the first pass and (f) the second pass over ``paths``
+    with the feature store on, and the first pass's CPU milliseconds per
+    image in this process (medians of ``repeats`` rounds after a warm-up)."""
+    probe = os.path.join(folder, "probe.png")  # fit on an image not in paths
+    Image.fromarray(np.full((size, size, 3), 128, np.uint8)).save(probe)
+    firsts, seconds, cpus = [], [], []
+    for round_ in range(repeats + 1):
+        skxfer.clear_feature_store()
+        ext = PretrainedFeatureExtractor(
+            "resnet18", weights=None, preprocessing=preprocessing(size),
+            batch_size=BATCH, num_workers=num_workers, device="cpu",
+            feature_store=True,
+        ).fit([probe])
+        start, cpu = time.perf_counter(), time.process_time()
+        ext.transform(paths)
+        first, cpu = time.perf_counter() - start, time.process_time() - cpu
+        start = time.perf_counter()
+        ext.transform(paths)
+        second = time.perf_counter() - start
+        if round_:  # the first round warms up
+            firsts.append(first)
+            seconds.append(second)
+            cpus.append(cpu)
+    skxfer.clear_feature_store()
+    return (len(paths) / statistics.median(firsts),
+            len(paths) / statistics.median(seconds),
+            1000 * statistics.median(cpus) / len(paths))
+
+
+def child(args):
+    """(e) and (f) alone, in this process: one JSON line."""
+    out = {}
+    for size, n in sizes(args.images):
+        with tempfile.TemporaryDirectory() as folder:
+            rng = np.random.RandomState(0)
+            paths = write_pngs(
+                rng.randint(0, 256, (n, size, size, 3), dtype=np.uint8), folder)
+            out[size] = store_passes(paths, size, args.repeats, folder,
+                                     0 if args.in_process else None)
+    print(json.dumps(out))
+
+
+def sizes(images):
+    return ((224, images), (64, images * 4))
+
+
+def compare(args):
+    from _compare import interleaved
+
+    results = interleaved(
+        os.path.abspath(__file__), args.compare_ref,
+        ["--images", str(args.images), "--repeats", str(args.repeats),
+         "--threads", str(args.threads)]
+        + (["--in-process"] if args.in_process else []), args.rounds)
+    ref = args.compare_ref
+    print(f"PNG files with the feature store, resnet18 (weights=None), "
+          f"{args.threads} threads, "
+          f"{'decoded in process' if args.in_process else 'default workers'}; "
+          f"median of {args.rounds} interleaved processes (each the median of "
+          f"{args.repeats} rounds)")
+    print(f"{'':38s} {ref:>10s} {'this tree':>10s} {'ratio':>7s}")
+    rows = [("first pass, images/s", 0), ("second pass (hits), images/s", 1)]
+    if args.in_process:
+        rows.append(("first pass, CPU ms/image", 2))
+    for size, n in sizes(args.images):
+        for name, i in rows:
+            value = {tree: statistics.median(r[str(size)][i] for r in runs)
+                     for tree, runs in results.items()}
+            print(f"{f'{size} px, {n} files, {name}':44s} {value[ref]:10.1f} "
+                  f"{value['this tree']:10.1f} "
+                  f"{value['this tree'] / value[ref]:7.3f}")
 
 
 _RSS_CHILD = """
@@ -159,11 +256,22 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--compare-ref", metavar="REF",
+                        help="compare (e) and (f) with skxfer at git ref REF")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--in-process", action="store_true",
+                        help="with --compare-ref: decode in the process that "
+                        "runs the network, and compare its CPU time too")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.child:
+        return child(args)
+    if args.compare_ref:
+        return compare(args)
     print(f"resnet18 (weights=None), {args.threads} threads, "
           f"median of {args.repeats}")
-    for size, n in ((224, args.images), (64, args.images * 4)):
+    for size, n in sizes(args.images):
         with tempfile.TemporaryDirectory() as folder:
             run(size, n, args.repeats, folder)
     if not args.skip_memory:

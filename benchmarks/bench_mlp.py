@@ -14,6 +14,7 @@ hits every contestant alike; the table shows the median seconds, the ratio to
 (a) and the training accuracy. Run::
 
     python benchmarks/bench_mlp.py [--repeats 5] [--threads 2]
+        [--batch-sizes 128 32] [--contestants a b c d]
 """
 
 import argparse
@@ -131,7 +132,12 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 32])
+    parser.add_argument("--contestants", nargs="+", default=["a", "b", "c", "d"],
+                        choices=["a", "b", "c", "d"],
+                        help="which to run ((a) always: the ratios are to it)")
     args = parser.parse_args(argv)
+    chosen = set(args.contestants) | {"a"}
+    contestants = [c for c in CONTESTANTS if c[0][1] in chosen]
 
     torch.set_num_threads(args.threads)
     X, y = make_classification(
@@ -151,19 +157,19 @@ def main(argv=None):
         f"median of {args.repeats}"
     )
     for batch_size in args.batch_sizes:
-        times = {name: [] for name, _ in CONTESTANTS}
+        times = {name: [] for name, _ in contestants}
         accs = {}
-        for fn in (f for _, f in CONTESTANTS):  # warm-up, untimed
+        for fn in (f for _, f in contestants):  # warm-up, untimed
             fn(X[:2000], y[:2000], batch_size)
         for _ in range(args.repeats):
-            for name, fn in CONTESTANTS:
+            for name, fn in contestants:
                 start = time.perf_counter()
                 accs[name] = fn(X, y, batch_size)
                 times[name].append(time.perf_counter() - start)
-        base = statistics.median(times[CONTESTANTS[0][0]])
+        base = statistics.median(times[contestants[0][0]])
         print(f"\nbatch_size={batch_size}")
         print(f"{'':36s} {'median s':>9s} {'ratio to (a)':>13s} {'train acc':>10s}")
-        for name, _ in CONTESTANTS:
+        for name, _ in contestants:
             med = statistics.median(times[name])
             print(f"{name:36s} {med:9.2f} {med / base:13.2f} {accs[name]:10.3f}")
 

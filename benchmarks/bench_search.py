@@ -10,13 +10,27 @@ LogisticRegression()), {"logisticregression__C": 10 values}, cv=5)``:
 (c) the search without it (``feature_store=False``: every fold and candidate
     runs the backbone again, as any pipeline does).
 
-Prints wall time, backbone passes per image (counted by a forward hook on
-the extractor's own network) and the store's size. Run::
+Prints wall time, backbone passes per image (counted where the extractor
+runs its network) and the store's size. ``--weights`` writes resnet18's
+random weights to a state-dict file first and passes its path as
+``weights=`` (the search fits 50 times from the file; the peak RSS is shown).
+
+``--compare-ref REF`` runs (b) -- the search with the store -- in fresh
+processes against skxfer as it is at git ref ``REF`` and as it is here,
+alternately, ``--rounds`` times each, and prints the medians (time, passes,
+peak RSS) and their ratio. Run::
 
     python benchmarks/bench_search.py [--images 1000] [--threads 2] [--skip-plain]
+    python benchmarks/bench_search.py --compare-ref main [--weights] [--rounds 3]
 """
 
 import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
 import time
 import warnings
 
@@ -34,29 +48,89 @@ ROWS = [0]
 
 
 class CountingExtractor(PretrainedFeatureExtractor):
-    """Counts the rows its network computes (every forward goes through
-    ``_outputs``; a hook on ``backbone_`` would build a network that a fit from
-    the store does not need)."""
+    """Counts the rows its network computes: every forward pass of the
+    extractor goes through ``_outputs`` (a hook on ``backbone_`` would build a
+    network that a fit from the store does not need)."""
 
-    def _outputs(self, X):
-        for out in super()._outputs(X):
+    def _outputs(self, X, *args, **kwargs):
+        for out in super()._outputs(X, *args, **kwargs):
             ROWS[0] += len(out)
             yield out
 
 
-def search(X, y, feature_store):
-    ext = CountingExtractor("resnet18", weights=None, preprocessing=None,
+def search(X, y, feature_store, weights):
+    ext = CountingExtractor("resnet18", weights=weights, preprocessing=None,
                             random_state=0, device="cpu",
                             feature_store=feature_store)
     grid = GridSearchCV(make_pipeline(ext, LogisticRegression(max_iter=200)),
                         {"logisticregression__C": list(np.logspace(-3, 2, 10))},
                         cv=5)
     ROWS[0] = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         grid.fit(X, y)
+    search.cpu = time.process_time() - cpu  # all threads: steadier when shared
     return time.perf_counter() - start, ROWS[0] / len(X)
+
+
+def data(n_images):
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 256, (n_images, 64, 64, 3), dtype=np.uint8)
+    return X, rng.randint(0, 2, n_images)
+
+
+def weights_file(folder):
+    """resnet18's random weights (seed 0) as a state-dict file."""
+    import torchvision
+
+    path = os.path.join(folder, "resnet18.pth")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path
+
+
+def peak_rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def child(args):
+    """(b) alone, in this process: one JSON line."""
+    X, y = data(args.images)
+    with tempfile.TemporaryDirectory() as folder:
+        weights = weights_file(folder) if args.weights else None
+        seconds, passes = search(X, y, "auto", weights)
+    print(json.dumps({"seconds": seconds, "cpu": search.cpu, "passes": passes,
+                      "rss": peak_rss()}))
+
+
+def compare(args):
+    from _compare import interleaved
+
+    forwarded = ["--images", str(args.images), "--threads", str(args.threads)]
+    if args.weights:
+        forwarded.append("--weights")
+    results = interleaved(os.path.abspath(__file__), args.compare_ref, forwarded,
+                          args.rounds)
+    what = "weights from a state-dict file" if args.weights else "weights=None"
+    print(f"(b) search with the feature store, {args.images} images, {what}, "
+          f"{args.threads} threads; median of {args.rounds} interleaved runs, "
+          "each in a fresh process")
+    print(f"{'':12s} {'seconds':>8s} {'runs':>24s} {'CPU s':>8s} "
+          f"{'passes/img':>10s} {'peak RSS MiB':>12s}")
+    medians, cpus = {}, {}
+    for name, runs in results.items():
+        seconds = [r["seconds"] for r in runs]
+        medians[name] = statistics.median(seconds)
+        cpus[name] = statistics.median(r["cpu"] for r in runs)
+        rss = statistics.median(r["rss"] for r in runs) / 2**20
+        print(f"{name:12s} {medians[name]:8.2f} "
+              f"{' '.join(f'{s:.2f}' for s in seconds):>24s} {cpus[name]:8.2f} "
+              f"{statistics.median(r['passes'] for r in runs):10.2f} {rss:12.0f}")
+    ref = args.compare_ref
+    print(f"this tree / {ref}: {medians['this tree'] / medians[ref]:.3f}x wall "
+          f"time, {cpus['this tree'] / cpus[ref]:.3f}x CPU time")
 
 
 def main():
@@ -65,14 +139,24 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-plain", action="store_true",
                         help="skip (c), which runs the backbone 51 times")
+    parser.add_argument("--weights", action="store_true",
+                        help="load resnet18's weights from a state-dict file")
+    parser.add_argument("--compare-ref", metavar="REF",
+                        help="compare (b) with skxfer at git ref REF")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rng = np.random.RandomState(0)
-    X = rng.randint(0, 256, (args.images, 64, 64, 3), dtype=np.uint8)
-    y = rng.randint(0, 2, args.images)
+    if args.child:
+        return child(args)
+    if args.compare_ref:
+        return compare(args)
+    X, y = data(args.images)
+    folder = tempfile.TemporaryDirectory()
+    weights = weights_file(folder.name) if args.weights else None
 
     skxfer.clear_feature_store()
-    ext = PretrainedFeatureExtractor("resnet18", weights=None, preprocessing=None,
+    ext = PretrainedFeatureExtractor("resnet18", weights=weights, preprocessing=None,
                                      random_state=0, device="cpu",
                                      feature_store=False).fit(X[:1])
     start = time.perf_counter()
@@ -85,25 +169,29 @@ def main():
                      {"C": list(np.logspace(-3, 2, 10))}, cv=5).fit(features, y)
     heads = time.perf_counter() - start
 
-    stored_s, stored_passes = search(X, y, "auto")
+    skxfer.clear_feature_store()
+    stored_s, stored_passes = search(X, y, "auto", weights)
     info = skxfer.feature_store_info()
     rows = [("(a) one backbone pass", one_pass, 1.0),
             ("    + the same search on ready features", one_pass + heads, 1.0),
             ("(b) search, feature store", stored_s, stored_passes)]
     if not args.skip_plain:
-        plain_s, plain_passes = search(X, y, False)
+        plain_s, plain_passes = search(X, y, False, weights)
         rows.append(("(c) search, no store", plain_s, plain_passes))
     print(f"{args.images} images 64x64, resnet18, 5 folds x 10 C values, "
-          f"{args.threads} threads")
+          f"{args.threads} threads"
+          + (", weights from a state-dict file" if args.weights else ""))
     print(f"{'':44s} {'seconds':>8s} {'passes/img':>10s}")
     for name, seconds, passes in rows:
         print(f"{name:44s} {seconds:8.1f} {passes:10.2f}")
     print(f"store: {info['entries']} images, {info['bytes'] / 2**20:.1f} MiB "
-          f"(budget {info['max_bytes'] / 2**20:.0f} MiB)")
+          f"(budget {info['max_bytes'] / 2**20:.0f} MiB); peak RSS "
+          f"{peak_rss() / 2**20:.0f} MiB")
     print(f"(b) / (one pass + heads): {stored_s / (one_pass + heads):.2f}")
     if not args.skip_plain:
         print(f"(c) / (b): {plain_s / stored_s:.1f}x")
+    folder.cleanup()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,12 +2,13 @@
 
 Names resolve through torchvision's registry; weights through its weights
 enums, so preprocessing comes from the weights' own ``transforms()``. Every
-request gets a module of its own: what is costly to build (weights read from
-disk or drawn at random) is kept per process as a private prototype keyed on
-content -- a torchvision weights name (its file name carries a hash of its
-bytes), a checkpoint's absolute path with its size and modification time, or
-the seed of random weights -- and handed out as a deep copy, never shared.
-Heads are cut off the copy (``nn.Identity``) and intermediate layers read with
+request gets a module of its own. What is costly to build (weights read from
+disk or drawn at random) is kept per process as a read-only
+:class:`Prototype`, found by content -- a torchvision weights name (its file
+name carries a hash of its bytes, checked by torchvision when it downloads
+it), the hash of a checkpoint's bytes, or the seed of random weights -- and
+copied for each request, never shared. Heads are cut off the copy
+(``nn.Identity``) and intermediate layers read with
 ``torchvision.models.feature_extraction``, so no hook is ever added to a
 module that another object holds.
 """
@@ -21,8 +22,21 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
+from ._keys import known_file_key, module_digest, read_file
 from ._seeding import seeded
+
+# the rules for a fitted skxfer estimator as a parameter live in _source; the
+# names stay importable here (PretrainedFeatureExtractor imports them here)
+from ._source import (  # noqa: F401
+    clone_keeping_fitted_source,
+    is_fitted_source,
+    is_unfitted_source,
+    refuse_nested_source_params,
+    source_backbone,
+    unwrap_source,
+)
 
 _CACHE = OrderedDict()
 _CACHE_SIZE = 4
@@ -113,48 +127,114 @@ def resolve_weights(name, weights):
     )
 
 
-def load_checkpoint(module, path):
-    """Load a state-dict file into ``module`` (``torch.load(weights_only=True)``).
+_SHOULD_BE = "a state dict saved with torch.save(model.state_dict(), path)"
 
-    Every refusal names the file and what it should be.
+
+def read_checkpoint(path):
+    """``(state, key)``: a state-dict file's tensors and the hash of its bytes.
+
+    The file is read once; the key is of exactly the bytes the tensors came
+    from. Every refusal names the file and what it should be.
     """
+    import io
+
     path = _existing_checkpoint(path)
-    should_be = "a state dict saved with torch.save(model.state_dict(), path)"
+    data, key, _ = read_file(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # text, pickled objects, a truncated file
         raise ValueError(
-            f"weights={str(path)!r} is not {should_be}: torch.load could not read "
+            f"weights={str(path)!r} is not {_SHOULD_BE}: torch.load could not read "
             f"it as tensors ({type(err).__name__}). skxfer loads weights only, "
             "never pickled objects."
         ) from err
+    del data
     if isinstance(state, dict):
-        for key in ("state_dict", "model", "model_state_dict"):
-            if key in state and isinstance(state[key], dict):
-                state = state[key]
+        for name in ("state_dict", "model", "model_state_dict"):
+            if name in state and isinstance(state[name], dict):
+                state = state[name]
                 break
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()
     ):
         raise ValueError(
-            f"weights={str(path)!r} does not hold {should_be} (got "
+            f"weights={str(path)!r} does not hold {_SHOULD_BE} (got "
             f"{type(state).__name__})."
         )
+    return state, key
+
+
+def _differences(module, state):
+    """The keys where ``state`` does not fit ``module``, first difference first:
+    ``[(key, kind, checkpoint shape, model shape)]``."""
+    own = module.state_dict()
+    out = []
+    for key, tensor in own.items():
+        if key not in state:
+            out.append((key, "missing", None, None if is_lazy(tensor) else
+                        tuple(tensor.shape)))
+        elif not is_lazy(tensor) and tuple(state[key].shape) != tuple(tensor.shape):
+            out.append((key, "size", tuple(state[key].shape), tuple(tensor.shape)))
+    out += [(key, "unexpected", tuple(t.shape), None)
+            for key, t in state.items() if key not in own]
+    return out
+
+
+def _mismatch_error(path, differences):
+    key, kind, theirs, ours = differences[0]
+    if kind == "size":
+        what = (f"size mismatch for {key!r}: shape {theirs} in the checkpoint, "
+                f"{ours} in the model")
+    elif kind == "missing":
+        what = f"the model's {key!r} is missing from it"
+    else:
+        what = f"it has {key!r}, which the model does not"
+    more = len(differences) - 1
+    more = (f" ({more} more key{'s differ' if more > 1 else ' differs'})"
+            if more else "")
+    return ValueError(
+        f"The checkpoint {str(path)!r} does not fit the model: {what}{more}. Pass "
+        f"weights= a state dict of this architecture."
+    )
+
+
+def load_checkpoint(module, path, drop_head=False):
+    """Load a state-dict file into ``module`` (``torch.load(weights_only=True)``).
+
+    Every refusal names the file and the first key that does not fit. With
+    ``drop_head``, a checkpoint whose only difference from ``module`` is its
+    classifier (the last ``nn.Linear``: a network fine-tuned to other classes)
+    loads without it, and the classifier becomes ``nn.Identity``.
+
+    Returns
+    -------
+    dropped : dict or None
+        ``{"head": name, "outputs": n or None}`` when the head was dropped.
+    """
+    state, _ = read_checkpoint(path)
+    return _load_state(module, state, path, drop_head)
+
+
+def _load_state(module, state, path, drop_head):
+    differences = _differences(module, state)
+    head = head_input_layer(module) if drop_head and differences else None
+    if differences and (head is None or not all(
+            k.startswith(head + ".") for k, *_ in differences)):
+        raise _mismatch_error(path, differences)
+    if head is not None:
+        weight = state.get(head + ".weight")
+        state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
     try:
-        result = module.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # tensors of other shapes
-        lines = [ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln]
+        module.load_state_dict(state, strict=head is None)
+    except RuntimeError as err:  # what the shapes did not show
         raise ValueError(
-            f"The checkpoint {str(path)!r} does not fit the model: "
-            f"{'; '.join(lines[:3]) or err}."
+            f"The checkpoint {str(path)!r} does not fit the model: {err}"
         ) from err
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"The checkpoint {str(path)!r} does not fit the model: missing keys "
-            f"{result.missing_keys[:5]}, unexpected keys "
-            f"{result.unexpected_keys[:5]}."
-        )
-    return module
+    if head is None:
+        return None
+    cut_head(module)
+    return {"head": head,
+            "outputs": None if weight is None else int(weight.shape[0])}
 
 
 def _download_error(name, weights, err):
@@ -170,69 +250,114 @@ def _download_error(name, weights, err):
     )
 
 
-def _checkpoint_key(path):
-    """A checkpoint file's identity by content: absolute path, size, mtime."""
-    path = _existing_checkpoint(path)
-    stat = path.stat()
-    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+class Prototype:
+    """A network built once per process from what was read, kept read-only.
 
+    On the CPU, in eval mode, without gradients, and never handed out itself:
+    networks are built from deep copies, with tensors of their own. A fitted
+    extractor keeps a reference to the prototype it was fitted from, so it
+    outlives the registry's eviction, :func:`skxfer.clear_feature_store` and
+    the file it came from.
 
-def named_model_key(name, weights, seed=0):
-    """What identifies a named model's numbers, by content, without loading it.
-
-    A torchvision weights name (its file name carries a hash of its bytes), a
-    checkpoint's absolute path with its size and modification time, or the
-    seed of random weights.
+    Attributes
+    ----------
+    module : torch.nn.Module
+        The network (do not change it).
+    dropped : dict or None
+        The classifier head of a checkpoint that was dropped (see
+        :func:`load_checkpoint`); the module's head is then ``nn.Identity``.
     """
-    check_model_name(name)
-    weights = resolve_weights(name, weights)
-    if weights is None:
-        return (name, None, int(seed))
-    if is_checkpoint_path(weights):
-        return (name, "file", *_checkpoint_key(weights))
-    return (name, str(weights))
+
+    def __init__(self, module, dropped=None):
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        self.module = module
+        self.dropped = dropped
+        self._digest = None
+        self._lock = threading.Lock()
+
+    def digest(self):
+        """The hash of the network's class, weights and buffers (computed once)."""
+        with self._lock:
+            if self._digest is None:
+                self._digest = module_digest(self.module)
+            return self._digest
 
 
-def load_named_model(name, weights, seed=0, cache=True):
-    """A new torchvision classification model: on the CPU, eval mode, frozen.
+def clear_registry():
+    """Forget every prototype (fitted extractors keep the ones they hold)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
 
-    ``seed`` draws the weights when ``weights`` is None (the same network in
-    every process for the same seed). The caller's RNGs are left as they were.
-    ``cache=False`` keeps no prototype of random weights (a one-off seed).
-    """
-    key = named_model_key(name, weights, seed)
-    weights = resolve_weights(name, weights)
+
+def _cached(key):
     with _CACHE_LOCK:
         prototype = _CACHE.get(key)
         if prototype is not None:
             _CACHE.move_to_end(key)
-    if prototype is None:
-        prototype = _build_named_model(name, weights, seed)
-        if weights is None and not cache:
+        return prototype
+
+
+def _keep(key, prototype):
+    with _CACHE_LOCK:
+        _CACHE[key] = prototype
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+
+
+def named_prototype(name, weights, seed=0, cache=True):
+    """The :class:`Prototype` of a torchvision model with ``weights``.
+
+    Built once per process per content, found by a torchvision weights name
+    (torchvision checks the file's hash, which its name carries, when it
+    downloads it), the hash of a checkpoint's bytes, or the seed of random
+    weights. A checkpoint is read once, hashed and loaded from the same
+    bytes, its classifier dropped when that is all that differs from the
+    architecture. The feature store keys on the network's own bytes
+    (:meth:`Prototype.digest`).
+
+    ``seed`` draws the weights when ``weights`` is None (the same network in
+    every process for the same seed); the caller's RNGs are left as they were.
+    ``cache=False`` keeps no prototype of random weights (a one-off seed).
+    """
+    check_model_name(name)
+    weights = resolve_weights(name, weights)
+    if weights is not None and is_checkpoint_path(weights):
+        path = _existing_checkpoint(weights)
+        known = known_file_key(path)
+        prototype = _cached((name, "file", known)) if known else None
+        if prototype is not None:
             return prototype
-        with _CACHE_LOCK:
-            _CACHE[key] = prototype
-            while len(_CACHE) > _CACHE_SIZE:
-                _CACHE.popitem(last=False)
-    return copy.deepcopy(prototype)
+        state, key = read_checkpoint(path)
+        prototype = _cached((name, "file", key))
+        if prototype is None:
+            with seeded(seed):
+                model = _torchvision().models.get_model(name, weights=None)
+            dropped = _load_state(model, state, path, drop_head=True)
+            del state
+            prototype = Prototype(model, dropped)
+            _keep((name, "file", key), prototype)
+        return prototype
+    key = (name, None, int(seed)) if weights is None else (name, str(weights))
+    prototype = _cached(key)
+    if prototype is None:
+        prototype = Prototype(_build_named_model(name, weights, seed))
+        if weights is not None or cache:
+            _keep(key, prototype)
+    return prototype
 
 
 def _build_named_model(name, weights, seed):
     tv = _torchvision()
     with seeded(seed):
-        if weights is None or is_checkpoint_path(weights):
-            model = tv.models.get_model(name, weights=None)
-            if weights is not None:
-                load_checkpoint(model, weights)
-        else:
-            try:
-                model = tv.models.get_model(name, weights=weights)
-            except Exception as err:  # no network, a broken download, ...
-                raise _download_error(name, weights, err) from err
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+        if weights is None:
+            return tv.models.get_model(name, weights=None)
+        try:
+            return tv.models.get_model(name, weights=weights)
+        except Exception as err:  # no network, a broken download, ...
+            raise _download_error(name, weights, err) from err
 
 
 def default_transform(name, weights):
@@ -375,109 +500,3 @@ def check_layer(model, layer):
 def copy_module(module):
     """A deep copy of a user's module, so that the original is never changed."""
     return copy.deepcopy(module)
-
-
-def unwrap_source(obj):
-    """The estimator inside ``sklearn.frozen.FrozenEstimator``; else ``obj``.
-
-    A value in a ``GridSearchCV`` grid is cloned, which would reset a fitted
-    source network; ``FrozenEstimator(source)`` survives that.
-    """
-    from sklearn.frozen import FrozenEstimator
-
-    if isinstance(obj, FrozenEstimator):
-        return obj.estimator
-    return obj
-
-
-def is_fitted_source(obj):
-    """A fitted skxfer MLP estimator (duck-typed: lower modules never import it)."""
-    obj = unwrap_source(obj)
-    return bool(getattr(obj, "_skxfer_network", False)) and hasattr(obj, "net_")
-
-
-def is_unfitted_source(obj):
-    obj = unwrap_source(obj)
-    return bool(getattr(obj, "_skxfer_network", False)) and not hasattr(obj, "net_")
-
-
-def source_backbone(source):
-    """The pretrained part of a fitted skxfer MLP estimator, as a new module.
-
-    Returns ``(module, n_features_in, preprocessing)``: the hidden layers (after
-    the source's own backbone, if it had one) mapping the source's input to its
-    last hidden representation; the width of tabular input (None for images);
-    and the preprocessing of the source's images (None for tables). The source
-    is only read.
-    """
-    source = unwrap_source(source)
-    module = source.module_
-    extractor = getattr(source, "extractor_", None)
-    images = extractor is not None and not extractor._tabular
-    preprocessing = extractor.preprocessing_ if images else None
-    n_in = None if images else source.n_features_in_
-    if hasattr(module, "backbone"):  # backbone + MLP head
-        body = nn.Sequential(
-            OrderedDict(backbone=module.backbone, hidden=module.head.hidden)
-        )
-        return copy.deepcopy(body).cpu(), n_in, preprocessing
-    return copy.deepcopy(module.hidden).cpu(), n_in, preprocessing
-
-
-def clone_keeping_fitted_source(estimator, param):
-    """scikit-learn's ``clone``, except that a fitted source network in ``param``
-    is passed through as it is.
-
-    ``GridSearchCV`` and ``cross_val_score`` clone every parameter; a fitted
-    source network would come back unfitted, its pretraining lost. It is never
-    trained in place (``fit`` copies its weights), and its parameters cannot
-    be set through the clone (see :func:`refuse_nested_source_params`), so
-    sharing it is safe. Everything else -- other parameters, metadata
-    requests, ``set_output`` -- is cloned by scikit-learn's own code.
-    """
-    from sklearn.base import BaseEstimator
-
-    value = getattr(estimator, param)
-    if not is_fitted_source(value):
-        return BaseEstimator.__sklearn_clone__(estimator)
-    donor = estimator.__class__.__new__(estimator.__class__)
-    donor.__dict__.update(estimator.__dict__)
-    setattr(donor, param, None)
-    new = BaseEstimator.__sklearn_clone__(donor)
-    setattr(new, param, value)
-    return new
-
-
-def refuse_nested_source_params(estimator, param, params):
-    """``params`` for ``set_params``, refusing changes to a fitted source network.
-
-    The source is shared with its owner (and with every clone); setting its
-    parameters through this estimator would change the user's source. Values
-    equal to the source's own (``set_params(**get_params())``) are dropped.
-    """
-    source = params.get(param, getattr(estimator, param))
-    if not is_fitted_source(source):
-        return params
-    current = source.get_params(deep=True)
-    prefix = param + "__"
-    changed = sorted(
-        k for k, v in params.items()
-        if k.startswith(prefix) and not _same(current.get(k[len(prefix):]), v)
-    )
-    if changed:
-        raise ValueError(
-            f"{param} is a fitted source network, shared with the object you "
-            f"passed; its parameters cannot be set through "
-            f"{type(estimator).__name__} (got {changed}). Fit a new source with "
-            "those parameters and pass it instead."
-        )
-    return {k: v for k, v in params.items() if not k.startswith(prefix)}
-
-
-def _same(a, b):
-    if a is b:
-        return True
-    try:
-        return bool(type(a) is type(b) and a == b)
-    except Exception:  # arrays and other values without a plain ==
-        return False

@@ -1,7 +1,10 @@
 """PretrainedFeatureExtractor: a pretrained network as a scikit-learn transformer."""
 
+import copy as _copy
+import io
 import threading
 from numbers import Integral
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,8 +27,7 @@ from ._backbones import (
     is_checkpoint_path,
     is_fitted_source,
     load_checkpoint,
-    load_named_model,
-    named_model_key,
+    named_prototype,
     refuse_nested_source_params,
     source_backbone,
     tap_layer,
@@ -35,12 +37,26 @@ from ._images import (
     ArrayBatches,
     ArrayImages,
     ImageList,
+    ImageReadError,
     as_image_collection,
     check_array_values,
+    is_path,
+    load_image,
+    match_channels,
+    pil_to_tensor,
+    preprocess,
     stack_images,
 )
+from ._keys import item_key, module_digest, read_file, remember
 from ._seeding import derive_seed, seeded
-from ._store import STORE, digest, get_config, item_key, module_digest
+from ._store import (
+    STORE,
+    capture_settings,
+    carry_settings,
+    digest,
+    get_config,
+    settings_applied,
+)
 from ._validation import (
     PICKLE_FORMAT,
     any_of,
@@ -101,12 +117,37 @@ _SPEC = {
 }
 
 # what fit sets; a new fit replaces all of it at once
-_FITTED = ("_backbone", "_deferred", "preprocessing_", "n_features_out_", "device_",
+_FITTED = ("_backbone", "_recipe", "preprocessing_", "n_features_out_", "device_",
            "n_features_in_", "feature_names_in_", "_channels", "_tabular", "_conv",
-           "_store_key")
+           "_store_key", "_store_keys")
 
+# the kind of feature-store keys a fitted extractor holds: content keys (an
+# extractor pickled before them holds keys of file paths and times, and
+# does not use the store)
+_STORE_KEYS = 2
 
 _BUILD_LOCK = threading.Lock()
+
+
+class _Read(NamedTuple):
+    """What ``fit`` read, in memory, and what it tells."""
+
+    module: object  # a registry Prototype (shared) or a module of our own
+    shared: bool  # a prototype: build on a copy, and a fit may defer the build
+    cut: bool  # cut the classifier head off
+    identity: object  # what identifies the numbers (None: not stored)
+    n_in: object  # the width of tabular input (a fitted tabular source)
+    preprocessing: object
+
+
+class _Meta(NamedTuple):
+    """What a network key's first real build learned, so that a fit served by
+    the store needs no network: whether the output is pooled, its width, and
+    the channels the first convolution takes."""
+
+    pooled: bool
+    width: int
+    channels: object
 
 
 def _take(X, indices):
@@ -146,6 +187,113 @@ class _Pool(nn.Module):
         return x.amax(dim=dims)
 
 
+def _pooled(net, pooling):
+    """``net`` followed by global pooling of its output."""
+    return nn.Sequential(net, _Pool(pooling)).eval()
+
+
+def build_network(module, *, copy, cut, layer, pooling, pooled, channels_last,
+                  device):
+    """The extractor's network, built from ``module`` -- the one way to build it.
+
+    ``module`` is what ``fit`` read, in memory: a registry prototype (shared
+    and read-only: ``copy=True`` builds on a deep copy, with tensors of its
+    own) or a module the extractor already owns (``copy=False``). Nothing is
+    read from a file. The head is cut (``cut``) or the forward stopped at
+    ``layer``; the result is frozen, in eval mode, in the channels-last
+    layout for a convolutional network when asked (not on MPS), on
+    ``device``, and followed by the pooling when ``pooled``.
+    """
+    net = _copy.deepcopy(module) if copy else module
+    if cut:
+        net = cut_head(net)
+    if layer is not None:
+        net = tap_layer(net, layer)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    if (channels_last and input_channels(net) is not None
+            and torch.device(device).type != "mps"):
+        net = net.to(memory_format=torch.channels_last)
+    net = net.to(device)
+    return _pooled(net, pooling) if pooled else net
+
+
+class _Recipe:
+    """What a fit served by the feature store read, kept for a build at first
+    use: a reference to the registry's prototype (free: no copy) and how to
+    build from it."""
+
+    def __init__(self, prototype, **how):
+        self.prototype = prototype
+        self.how = how
+
+    def build(self):
+        return build_network(self.prototype.module, copy=True, **self.how)
+
+
+class _NamedBytes(io.BytesIO):
+    """A file's bytes, shown as its path (in PIL's messages)."""
+
+    def __init__(self, data, name):
+        super().__init__(data)
+        self.path = name
+
+    def __repr__(self):
+        return repr(str(self.path))
+
+
+class _KeyedImages(torch.utils.data.Dataset):
+    """Images to compute and store: each item is ``(image, key, signature)``.
+
+    A file is read once, and its key is the hash of exactly the bytes decoded
+    (a file rewritten since its key was looked up is stored under its new
+    content); the signature lets the parent process remember the hash (see
+    ``_keys``). Other images come with their keys. Errors name the image by
+    its index in the caller's collection.
+    """
+
+    def __init__(self, items, indices, keys, transform, channels):
+        self.items = items
+        self.indices = indices
+        self.keys = keys
+        self.transform = transform
+        self.channels = channels
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, j):
+        item, index = self.items[j], self.indices[j]
+        key, sig = self.keys[j], None
+        if is_path(item):
+            try:
+                from PIL import Image
+
+                data, key, sig = read_file(item)
+                with Image.open(_NamedBytes(data, item)) as img:
+                    img.load()
+                    tensor = pil_to_tensor(img)
+            except Exception as err:
+                raise ImageReadError(
+                    f"Could not read image {index} ({str(item)!r}): {err}"
+                ) from err
+            tensor = match_channels(tensor, self.channels)
+        else:
+            tensor = load_image(item, index, self.channels)
+        return preprocess(tensor, self.transform), key, sig
+
+
+def _stack_keyed(batch):
+    return (stack_images([b[0] for b in batch]), [b[1] for b in batch],
+            [b[2] for b in batch])
+
+
+def _read_error(index, item, err):
+    """The error :func:`load_image` gives for a file that cannot be read."""
+    return ImageReadError(f"Could not read image {index} ({str(item)!r}): {err}")
+
+
 def stop_storing(extractor):
     """Keep ``extractor``'s features out of the feature store from now on.
 
@@ -166,9 +314,10 @@ class PretrainedFeatureExtractor(
     on it and you have transfer learning by feature extraction,
     ``make_pipeline(PretrainedFeatureExtractor("resnet18"), LogisticRegression())``.
 
-    The network is built (and its weights loaded) in ``fit``, once per process
-    for a given model and weights, and always run in ``eval()`` mode under
-    ``torch.inference_mode()``.
+    The weights are read in ``fit`` (once per process for a given model and
+    weights content) and held in memory from then on: a fitted extractor
+    never reads a file again. The network always runs in ``eval()`` mode
+    under ``torch.inference_mode()``.
 
     Parameters
     ----------
@@ -227,9 +376,9 @@ class PretrainedFeatureExtractor(
         Keep each image's features in the process-wide feature store (see
         :func:`skxfer.set_config`), so that a grid search or repeated
         ``transform`` runs the network once per distinct image. Keys are the
-        content of each input (array bytes; a file's path, size and
-        modification time) and of the network (its weights, layer, pooling,
-        preprocessing, precision, device type). 'auto': on for torchvision
+        content of each input (array bytes, PIL pixels, a file's bytes) and
+        of the network (its weights' bytes, layer, pooling, preprocessing,
+        precision, device type). 'auto': on for torchvision
         models and fitted skxfer networks; off for a module of your own,
         whose code could change without its weights changing (True keys it
         on its structure and weights). So does a ``preprocessing`` of your
@@ -300,32 +449,43 @@ class PretrainedFeatureExtractor(
 
     # ---- building -------------------------------------------------------------
 
-    def _build(self):
-        """A new backbone body, its preprocessing and the tabular input width.
+    def _read_model(self, seed):
+        """What ``fit`` reads, in memory (a :class:`_Read`).
 
-        Never changes ``model`` (a user's module or a source estimator): every
-        call builds a module of its own.
+        A model name gives the registry's prototype (shared, read-only: built
+        from by copying); a fitted source or a module of the user's gives a
+        copy of its own, the checkpoint of ``weights`` loaded into it. Never
+        changes ``model``.
         """
         n_in = None
         if isinstance(self.model, str):
-            seed = derive_seed(self.random_state)
-            identity = ("torchvision", named_model_key(self.model, self.weights, seed))
-            net = load_named_model(
+            prototype = named_prototype(
                 self.model, self.weights, seed=seed,
                 cache=isinstance(self.random_state, Integral),
             )
-            if self.layer is None:
-                net = cut_head(net)
+            if prototype.dropped is not None and self.verbose:
+                head = prototype.dropped
+                outputs = (f"{head['outputs']} outputs" if head["outputs"]
+                           else "absent")
+                print(f"[{type(self).__name__}] weights={str(self.weights)!r}: "
+                      f"the classifier head {head['head']!r} ({outputs}) does "
+                      f"not fit {self.model} and is dropped; the features come "
+                      "from the layers before it.")
             transform = self.preprocessing
             if transform == "auto":
                 transform = default_transform(self.model, self.weights)
-        elif is_fitted_source(self.model):
+            return _Read(prototype, True,
+                         self.layer is None and prototype.dropped is None,
+                         ("torchvision", self.model, prototype.digest()), n_in,
+                         transform)
+        if is_fitted_source(self.model):
             net, n_in, transform = source_backbone(self.model)
             identity = ("source", module_digest(net))
             if self.preprocessing != "auto":
                 transform = self.preprocessing
         else:
-            net = copy_module(self.model)
+            with seeded(seed):
+                net = copy_module(self.model)
             if self.weights not in (None, "DEFAULT"):
                 if not is_checkpoint_path(self.weights):
                     raise ValueError(
@@ -336,15 +496,14 @@ class PretrainedFeatureExtractor(
             transform = None if self.preprocessing == "auto" else self.preprocessing
             identity = None if self.feature_store is not True else (
                 "module", repr(net), module_digest(net))
-        if self.layer is not None:
-            net = tap_layer(net, self.layer)
-        net.eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net, transform, n_in, identity
+        return _Read(net, False, False, identity, n_in, transform)
 
     def fit(self, X, y=None):
-        """Build the network and load its weights; ``X`` fixes the output width.
+        """Read the network's weights and build it; ``X`` fixes the output width.
+
+        Everything the extractor needs is in memory from then on: the weights
+        are never read from a file again (deleting, overwriting or moving the
+        file, or ``os.chdir``, changes nothing).
 
         Parameters
         ----------
@@ -364,48 +523,76 @@ class PretrainedFeatureExtractor(
         # everything is built on a fresh copy and assigned at the end: a fit
         # that fails leaves an earlier fit intact (or the extractor unfitted)
         new = fresh_copy(self, _FITTED)
+        with settings_applied(self):
+            self._fit(new, X)
+        commit_fitted(self, new, _FITTED)
+        return self
+
+    def _fit(self, new, X):
         new.device_ = resolve_device(self.device, type(self).__name__)
-        if self._fit_from_store(new, X):
-            commit_fitted(self, new, _FITTED)
-            return self
-        with seeded(derive_seed(self.random_state)):
-            body, new.preprocessing_, n_in, identity = self._build()
-        new._channels = input_channels(body)
-        new._conv = new._channels is not None
+        new._store_keys = _STORE_KEYS
+        read = self._read_model(derive_seed(self.random_state))
+        new.preprocessing_ = read.preprocessing
+        how = dict(cut=read.cut, layer=self.layer, pooling=self.pooling,
+                   channels_last=self.channels_last, device=new.device_)
         new._tabular = self._is_tabular(X)
         if new._tabular:
             X = validate_table(new, X, dtype=np.float32, reset=True)
-            if n_in is not None and X.shape[1] != n_in:
+            if read.n_in is not None and X.shape[1] != read.n_in:
                 raise ValueError(
                     f"X has {X.shape[1]} features, but the backbone was trained "
-                    f"on {n_in}. Transfer needs the same input features."
+                    f"on {read.n_in}. Transfer needs the same input features."
                 )
-        if new._conv and self.channels_last and new.device_ != "mps":
-            body = body.to(memory_format=torch.channels_last)
-        new.backbone_ = body.to(new.device_)
-        new._store_key = self._store_key_of(identity, new)
+        new._store_key = self._store_key_of(read.identity, new)
+        key = new._active_store_key()
         first = X.iloc[:1] if hasattr(X, "iloc") else X[:1]
-        pooled = (STORE.meta.get(new._store_key) or (None,))[0]
+        meta = STORE.meta.get(key) if key is not None else None
         stored = None
-        if pooled is not None:
-            stored = STORE.get_many(new._store_key, new._item_keys(first))[0]
-        if stored is None:  # learn the output from one sample
-            out = next(new._outputs(first))
-            pooled = not (torch.is_tensor(out) and out.ndim == 2)
-            if pooled:
-                # spatial maps, token sequences or tuples: pool them to vectors
-                new.backbone_ = nn.Sequential(body, _Pool(self.pooling)).eval()
-                out = next(new._outputs(first))
-            width = out.shape[1]
-            if new._store_key is not None:
-                STORE.meta[new._store_key] = (pooled, new._channels)
-        else:  # the width of this very input, already stored
-            width = len(stored)
-            if pooled:
-                new.backbone_ = nn.Sequential(body, _Pool(self.pooling)).eval()
-        new.n_features_out_ = width
-        commit_fitted(self, new, _FITTED)
-        return self
+        if meta is not None:
+            new._channels, new._conv = meta.channels, meta.channels is not None
+            stored = STORE.get_many(key, new._item_keys(first), meta.width)[0]
+        if stored is not None and read.shared:
+            # nothing in fit needs the network: it is built from the prototype
+            # the first time it is used (a transform that misses the store, a
+            # fine-tuning estimator, pickling). A search over stored features
+            # pays no model copy per fit.
+            new._recipe = _Recipe(read.module, pooled=meta.pooled, **how)
+            new.n_features_out_ = meta.width
+            return
+        pooled = meta.pooled if stored is not None else False
+        body = build_network(read.module.module if read.shared else read.module,
+                             copy=read.shared, pooled=pooled, **how)
+        new.backbone_ = body
+        new._channels = input_channels(body)
+        new._conv = new._channels is not None
+        if stored is not None:  # the width of this very input, already stored
+            new.n_features_out_ = meta.width
+            return
+        out, first_key = new._probe(first)  # learn the output from one sample
+        if not (torch.is_tensor(out) and out.ndim == 2):
+            # spatial maps, token sequences or tuples: pool them to vectors
+            new.backbone_ = _pooled(body, self.pooling)
+            out, first_key = new._probe(first)
+            pooled = True
+        new.n_features_out_ = out.shape[1]
+        if new._store_key is not None:
+            STORE.meta[new._store_key] = _Meta(pooled, out.shape[1], new._channels)
+        if key is not None:  # the probe computed the first input's features
+            STORE.put_many(key, [first_key], out.float().cpu().numpy())
+
+    def _probe(self, first):
+        """The network's raw output for the one input ``first``, and its key."""
+        if not self._tabular:
+            kind, images = as_image_collection(first)
+            if kind == "list":  # a file's key: the hash of the bytes decoded
+                batches = []
+                out = next(self._outputs(
+                    _KeyedImages(images, [0], [None], self.preprocessing_,
+                                 self._channels), keys=batches))
+                ((item_key_,), (sig,)), = batches
+                remember(sig, item_key_)
+                return out, item_key_
+        return next(self._outputs(first)), self._item_keys(first)[0]
 
     def _store_key_of(self, identity, new):
         """The network's key in the feature store, or None when not stored."""
@@ -422,70 +609,41 @@ class PretrainedFeatureExtractor(
                       self.mixed_precision, self.channels_last,
                       torch.device(new.device_).type, new._tabular)
 
-    def _fit_from_store(self, new, X):
-        """Fit a torchvision model without building it, when the store knows it.
-
-        When the network's output kind and the first input's features are
-        stored, nothing in ``fit`` needs the network: it is built the first
-        time ``backbone_`` is read (a ``transform`` that misses the store, a
-        fine-tuning estimator, pickling), from the parameters of this fit. A
-        grid search over stored features then pays no model copy per fit.
-        """
-        if not isinstance(self.model, str) or self.feature_store is False:
-            return False
-        seed = derive_seed(self.random_state)
-        identity = ("torchvision", named_model_key(self.model, self.weights, seed))
-        new.preprocessing_ = (default_transform(self.model, self.weights)
-                              if self.preprocessing == "auto" else self.preprocessing)
-        new._tabular = False
-        new._store_key = self._store_key_of(identity, new)
-        meta = STORE.meta.get(new._store_key)
-        if meta is None:
-            return False
-        new._channels, new._conv = meta[1], meta[1] is not None
-        first = X.iloc[:1] if hasattr(X, "iloc") else X[:1]
-        stored = STORE.get_many(new._store_key, new._item_keys(first))[0]
-        if stored is None:
-            return False
-        new.n_features_out_ = len(stored)
-        new._deferred = {"params": self.get_params(deep=False), "seed": seed,
-                         "pooled": meta[0]}
-        return True
-
     @property
     def backbone_(self):
         try:
             return self.__dict__["_backbone"]
         except KeyError:
             pass
-        deferred = self.__dict__.get("_deferred")
-        if deferred is None:
+        if "_recipe" not in self.__dict__:
             raise AttributeError(
                 f"'{type(self).__name__}' object has no attribute 'backbone_'")
         with _BUILD_LOCK:
             if "_backbone" not in self.__dict__:
-                maker = PretrainedFeatureExtractor(**deferred["params"])
-                with seeded(deferred["seed"]):
-                    body = maker._build()[0]
-                if self._conv and maker.channels_last and self.device_ != "mps":
-                    body = body.to(memory_format=torch.channels_last)
-                body = body.to(self.device_)
-                if deferred["pooled"]:
-                    body = nn.Sequential(body, _Pool(maker.pooling)).eval()
-                self.__dict__["_backbone"] = body
+                self.__dict__["_backbone"] = self.__dict__["_recipe"].build()
+                del self.__dict__["_recipe"]  # the prototype may go now
         return self.__dict__["_backbone"]
 
     @backbone_.setter
     def backbone_(self, value):
         self.__dict__["_backbone"] = value
+        self.__dict__.pop("_recipe", None)
 
     def _item_keys(self, X):
-        """The content key of each input (None where it cannot be read)."""
+        """The content key of each input; None for a file this process has
+        not hashed when no folder is set (it is hashed as it is decoded)."""
         if self._tabular:
             rows = np.ascontiguousarray(X, dtype=np.float32)
             return [item_key(row) for row in rows]
         _, images = as_image_collection(X)  # an NCHW array or a list
-        return [item_key(image) for image in images]
+        files = "read" if get_config()["feature_store_dir"] else "known"
+        keys = []
+        for i, image in enumerate(images):
+            try:
+                keys.append(item_key(image, files=files))
+            except OSError as err:  # as the loader would say it
+                raise _read_error(i, image, err) from err
+        return keys
 
     @property
     def _n_features_out(self):
@@ -547,6 +705,15 @@ class PretrainedFeatureExtractor(
             tensor = torch.from_numpy(np.ascontiguousarray(X))
             chunks = torch.split(tensor, self.batch_size)
             return chunks, len(chunks)
+        if isinstance(X, _KeyedImages):
+            loader = DataLoader(
+                X, batch_size=self.batch_size,
+                num_workers=self._workers(len(X)),
+                collate_fn=_stack_keyed,
+                pin_memory=self.device_.startswith("cuda"),
+                generator=_loader_generator(),
+            )
+            return loader, len(loader)
         kind, images = as_image_collection(X)
         if kind == "array":
             check_array_values(images)
@@ -570,8 +737,13 @@ class PretrainedFeatureExtractor(
             )
         return loader, len(loader)
 
-    def _outputs(self, X):
-        """Yield the network's raw output for each batch of ``X``."""
+    def _outputs(self, X, keys=None):
+        """Yield the network's raw output for each batch of ``X``.
+
+        Every forward pass of the extractor goes through here. For keyed
+        images (``_KeyedImages``) each batch's keys and file signatures are
+        appended to the list ``keys``.
+        """
         loader, n_batches = self._loader(X)
         if self.verbose:
             from tqdm.auto import tqdm
@@ -594,6 +766,9 @@ class PretrainedFeatureExtractor(
         empty = True
         for batch in loader:
             empty = False
+            if isinstance(batch, (tuple, list)):  # keyed images
+                batch, batch_keys, signatures = batch
+                keys.append((batch_keys, signatures))
             batch = batch.to(device, non_blocking=True)
             if batch.ndim == 4:
                 batch = batch.to(memory_format=memory_format)
@@ -617,27 +792,54 @@ class PretrainedFeatureExtractor(
         if empty:
             raise ValueError("Found an empty collection of images; pass at least one.")
 
+    def _active_store_key(self):
+        """The network's key in the feature store while it is on, else None."""
+        key = getattr(self, "_store_key", None)
+        setting = getattr(self, "feature_store", "auto")
+        if key is None or setting is False or (
+                setting == "auto" and not get_config()["feature_store"]):
+            return None
+        return key
+
     def _features(self, X):
         """Features of ``X``: from the feature store where it has them."""
-        key = getattr(self, "_store_key", None)
-        if key is None or (getattr(self, "feature_store", "auto") == "auto"
-                           and not get_config()["feature_store"]):
+        key = self._active_store_key()
+        if key is None:
             return self._compute(X)
         keys = self._item_keys(X)
-        rows = STORE.get_many(key, keys)
+        rows = STORE.get_many(key, keys, self.n_features_out_)
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
-            fresh = self._compute(_take(X, missing) if len(missing) < len(rows)
-                                  else X)
-            STORE.put_many(key, [keys[i] for i in missing], fresh)
+            fresh, fresh_keys = self._compute_keyed(
+                X, missing, [keys[i] for i in missing], whole=len(missing) == len(rows))
+            STORE.put_many(key, fresh_keys, fresh)
             for j, i in enumerate(missing):
                 rows[i] = fresh[j]
         return np.stack(rows) if rows else self._compute(X)
 
+    def _compute_keyed(self, X, indices, keys, whole):
+        """Features of the items ``indices`` of ``X`` (all of them: ``whole``),
+        and the key to store each under: for a file, the hash of the very
+        bytes decoded."""
+        if not self._tabular:
+            kind, images = as_image_collection(X)
+            if kind == "list":
+                dataset = _KeyedImages([images[i] for i in indices], indices, keys,
+                                       self.preprocessing_, self._channels)
+                batches = []
+                outputs = [out.float().cpu() for out in
+                           self._outputs(dataset, keys=batches)]
+                keys = []
+                for batch_keys, signatures in batches:
+                    for file_key, sig in zip(batch_keys, signatures, strict=True):
+                        remember(sig, file_key)  # decoded in a worker process
+                        keys.append(file_key)
+                return torch.cat(outputs).numpy(), keys
+        return self._compute(X if whole else _take(X, indices)), keys
+
     def _compute(self, X):
         outputs = [out.float().cpu() for out in self._outputs(X)]
         return torch.cat(outputs).numpy()
-
 
     def transform(self, X):
         """Features of ``X``.
@@ -657,9 +859,10 @@ class PretrainedFeatureExtractor(
             One row per image.
         """
         check_is_fitted(self)
-        if self._tabular:
-            X = validate_table(self, X, dtype=np.float32, reset=False)
-        return self._features(X)
+        with settings_applied(self):
+            if self._tabular:
+                X = validate_table(self, X, dtype=np.float32, reset=False)
+            return self._features(X)
 
     def preprocess(self, X):
         """``X`` as the network receives it: decoded, preprocessed, batched.
@@ -702,21 +905,33 @@ class PretrainedFeatureExtractor(
             yield batch.float()
 
     def __sklearn_is_fitted__(self):
-        return "_backbone" in self.__dict__ or "_deferred" in self.__dict__
+        return "_backbone" in self.__dict__ or "_recipe" in self.__dict__
 
     def __getstate__(self):
-        if "_deferred" in self.__dict__ and "_backbone" not in self.__dict__:
+        if "_recipe" in self.__dict__:
             _ = self.backbone_  # a pickle holds its network: build it now
         # a copy: BaseEstimator.__getstate__ may return the live __dict__
         state = dict(super().__getstate__())
         if state.get("_backbone") is not None:
             state["_backbone"] = cpu_module(state["_backbone"])
         state["_skxfer_pickle"] = PICKLE_FORMAT
-        return state
+        # the feature-store settings in force travel with the pickle
+        return capture_settings(self, state)
 
     def __setstate__(self, state):
         if "backbone_" in state:  # pickled before backbone_ became a property
             state["_backbone"] = state.pop("backbone_")
+        deferred = state.pop("_deferred", None)
+        if deferred is not None and "_backbone" not in state:
+            # earlier versions built the network before pickling: only a
+            # hand-made state lacks it, and the weights file is not read again
+            raise ValueError(
+                f"This fitted {type(self).__name__} was pickled without its "
+                "network; fit it again."
+            )
+        if state.get("_store_keys") != _STORE_KEYS and "_store_key" in state:
+            # keys of file paths and times, from an earlier version: not used
+            state["_store_key"] = None
         # (inside a TransferMLP estimator's pickle the backbone may be None: the
         # estimator checks the format and links it)
         check_pickle_format(self, state, fitted=state.get("_backbone") is not None)
@@ -727,8 +942,9 @@ class PretrainedFeatureExtractor(
                 self._backbone.to(self.device_)
 
     def __sklearn_clone__(self):
-        # a fitted TransferMLP estimator as ``model`` stays fitted under clone
-        return clone_keeping_fitted_source(self, "model")
+        # a fitted TransferMLP estimator as ``model`` stays fitted under clone;
+        # the feature-store settings this extractor carries stay with it
+        return carry_settings(self, clone_keeping_fitted_source(self, "model"))
 
     def set_params(self, **params):
         return super().set_params(

@@ -5,6 +5,7 @@ from fnmatch import fnmatch
 from torch import nn
 
 from ._backbones import LayerTap
+from ._losses import LossTerm
 from ._mlp import Hidden
 
 
@@ -105,6 +106,26 @@ def l2_sp_penalty(module):
         term = (param - ref).pow(2).sum()
         total = term if total is None else total + term
     return total
+
+
+class L2SP(LossTerm):
+    """L2-SP (Li et al., 2018): ``strength / 2 * ||w - w_pretrained||^2``.
+
+    A loss term over the trainable backbone weights of a ``TransferNet``
+    that holds its starting weights (:func:`store_reference`); it reads no
+    layer output. Its per-epoch value is recorded as ``l2_sp``.
+    """
+
+    name = "l2_sp"
+
+    def __init__(self, strength):
+        self.strength = strength
+        self.weight = 0.5 * strength
+
+    def __call__(self, module, activations):
+        if getattr(module, "sp_reference", None) is None:
+            return None
+        return l2_sp_penalty(module)
 
 
 def store_reference(module):

@@ -1,7 +1,8 @@
 """The skorch net that trains skxfer's networks.
 
 skorch runs the loop (callbacks, history, early stopping, checkpoints); this
-module only makes its data path fast for data that fits in memory. skorch's
+module makes its data path fast for data that fits in memory, and adds the
+extra loss terms (:mod:`skxfer._losses`) to the supervised loss. skorch's
 default ``DataLoader`` fetches one row at a time and collates the rows of each
 batch, which dominates the cost of a small network. Here the whole array is one
 tensor (moved to the device once when it fits), and each batch is one slice of a
@@ -14,10 +15,10 @@ import math
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import EarlyStopping
 from torch.utils.data import Dataset
 
-from ._freezing import l2_sp_penalty
+from ._callbacks import stopped_early
+from ._losses import Activations, SourceTarget, capture, check_terms, weighted_loss
 from ._mlp import BATCH_NORMS
 
 # arrays up to this size are moved to the GPU once, instead of batch by batch
@@ -214,75 +215,101 @@ class TrainingInterrupted(Exception):
     """A KeyboardInterrupt during training; ``__cause__`` is the original."""
 
 
-def _raised_by_early_stopping(err):
-    """Whether ``err`` was raised by an EarlyStopping callback (its way to stop)."""
-    tb = err.__traceback__
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return isinstance(tb.tb_frame.f_locals.get("self"), EarlyStopping)
-
-
 class SkxferNet(NeuralNet):
     """A skorch ``NeuralNet`` with a fast path for in-memory tensors.
 
     Everything else -- the training loop, callbacks, history, pickling -- is
-    skorch's. ``shuffle_rng`` (a ``numpy.random.RandomState``) orders the batches.
+    skorch's. ``shuffle_rng`` (a ``numpy.random.RandomState``) orders the
+    batches. ``loss_terms`` (a list of :class:`~skxfer._losses.LossTerm`) are
+    added to the supervised loss in training; the mean of each over an
+    epoch's batches is recorded in the history under the term's name.
     """
 
-    def __init__(
-        self, *args, shuffle_rng=None, l2_sp=0.0, **kwargs
-    ):
+    loss_terms = ()  # nets pickled before loss terms existed have none
+
+    def __init__(self, *args, shuffle_rng=None, loss_terms=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.shuffle_rng = shuffle_rng
-        self.l2_sp = l2_sp
+        self.loss_terms = loss_terms
+
+    def initialize(self):
+        super().initialize()
+        check_terms(self.loss_terms, self.module_)
+        return self
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         # skorch's partial_fit ends training quietly on any KeyboardInterrupt,
         # keeping a half-trained net; inside a scikit-learn estimator that
-        # would pass as a finished fit. Only EarlyStopping's own stop (it
-        # raises KeyboardInterrupt to end training) may end the loop early;
-        # any other interrupt (Ctrl-C) escapes skorch as TrainingInterrupted.
+        # would pass as a finished fit. Only a stopping callback's own stop
+        # (EarlyStopping raises KeyboardInterrupt to end training) may end the
+        # loop early; any other interrupt (Ctrl-C) escapes skorch as
+        # TrainingInterrupted.
         try:
             return super().fit_loop(X, y, epochs=epochs, **fit_params)
         except KeyboardInterrupt as err:
-            if _raised_by_early_stopping(err):
+            if stopped_early(self):
                 raise
             raise TrainingInterrupted() from err
 
+    def infer(self, x, **fit_params):
+        if self.loss_terms or isinstance(x, SourceTarget):
+            return self._infer_capturing(x, **fit_params)
+        return super().infer(x, **fit_params)
+
+    def _infer_capturing(self, x, **fit_params):
+        """A training step's forward, keeping the layer outputs the terms read.
+
+        ``x`` may be a :class:`~skxfer._losses.SourceTarget`: the target rows
+        then run through the same network after the source rows, for the
+        terms only (the returned predictions are the source's).
+        """
+        source, target = (x.source, x.target) if isinstance(x, SourceTarget) else (
+            x, None)
+        layers = sorted({layer for term in self.loss_terms for layer in term.layers})
+        if not (layers and self.module_.training):
+            return super().infer(source, **fit_params)
+        seen = self._activations = Activations()
+        with capture(self.module_, layers, seen.source):
+            out = super().infer(source, **fit_params)
+        if target is not None:
+            with capture(self.module_, layers, seen.target):
+                super().infer(target, **fit_params)
+        return out
+
     def get_loss(self, y_pred, y_true, X=None, training=False):
         if isinstance(y_true, dict) and "sample_weight" in y_true:
-            loss = self._weighted_loss(y_pred, y_true)
+            loss = weighted_loss(self.criterion_, y_pred, y_true)
         else:
             if isinstance(y_true, dict):
                 y_true = y_true["y"]
             loss = super().get_loss(y_pred, y_true, X=X, training=training)
-        if training and self.l2_sp > 0 and hasattr(self.module_, "sp_reference"):
-            penalty = l2_sp_penalty(self.module_)
-            if penalty is not None:
-                loss = loss + 0.5 * self.l2_sp * penalty
+        if training and self.loss_terms:
+            loss = self._add_terms(loss, len(y_pred))
         return loss
 
-    def _weighted_loss(self, y_pred, y_true):
-        """sum(w_i * c_i * l_i) / sum(w_i * c_i): sample weights w, class weights c.
+    def _add_terms(self, loss, n_rows):
+        seen = self.__dict__.pop("_activations", None) or Activations()
+        sums = self.__dict__.setdefault("_term_sums", {})
+        for term in self.loss_terms:
+            value = term(self.module_, seen)
+            if value is None:  # nothing to add in this step
+                continue
+            part = term.weight * value
+            loss = loss + part
+            total, rows = sums.get(term.name, (0.0, 0))
+            sums[term.name] = (total + part.detach() * n_rows, rows + n_rows)
+        return loss
 
-        ``l_i`` is the sample's loss (cross-entropy, or its squared error
-        averaged over the outputs); without weights this is the criterion's
-        own (weighted) mean.
-        """
-        y = y_true["y"].to(y_pred.device)
-        w = y_true["sample_weight"].to(y_pred.device, y_pred.dtype)
-        criterion = self.criterion_
-        if isinstance(criterion, torch.nn.CrossEntropyLoss):
-            c = criterion.weight
-            per_sample = torch.nn.functional.cross_entropy(
-                y_pred, y, weight=c, reduction="none"
-            )  # already c_i * l_i
-            weight = w if c is None else w * c.to(y_pred.dtype)[y]
-        else:
-            per_sample = (y_pred - y.to(y_pred.dtype)).pow(2).flatten(1).mean(1)
-            weight = w
-        total = weight.sum().clamp_min(torch.finfo(y_pred.dtype).tiny)
-        return (w * per_sample).sum() / total
+    def on_epoch_begin(self, net, **kwargs):
+        super().on_epoch_begin(net, **kwargs)
+        self._term_sums = {}
+
+    def on_epoch_end(self, net, **kwargs):
+        super().on_epoch_end(net, **kwargs)
+        sums = self.__dict__.pop("_term_sums", {})
+        for term in self.loss_terms:  # each term's part of the training loss
+            total, rows = sums.get(term.name, (0.0, 0))
+            self.history.record(term.name, float(total / rows) if rows else 0.0)
 
     def evaluation_step(self, batch, training=False):
         out = super().evaluation_step(batch, training=training)

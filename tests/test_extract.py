@@ -192,7 +192,9 @@ def test_local_checkpoint_roundtrip(images, tmp_path):
     ext_user = PretrainedFeatureExtractor(
         user, weights=str(path), preprocessing=prep, device="cpu"
     )
-    with pytest.raises(ValueError, match="does not fit the model: missing keys"):
+    with pytest.raises(ValueError, match=(
+            r"resnet18.pth' does not fit the model: it has 'fc.weight', which the "
+            r"model does not \(1 more key differs\)")):
         ext_user.fit(images)  # fc.* are unexpected keys for an Identity head
     bad = tmp_path / "bad.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, bad)

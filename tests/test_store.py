@@ -219,21 +219,43 @@ def test_opted_in_modules_are_keyed_on_their_structure(images):
     assert a.min() >= 0 and b.min() < 0
 
 
-def test_a_stored_network_is_built_only_when_needed(monkeypatch):
+def test_a_fit_the_store_serves_holds_the_prototype_and_copies_at_first_use(
+        monkeypatch):
     import torchvision
 
+    from skxfer import _backbones
+
+    X = np.random.RandomState(0).randint(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    new = np.random.RandomState(1).randint(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    kw = dict(weights=None, preprocessing=None, device="cpu")
+    first = PretrainedFeatureExtractor("resnet18", **kw).fit(X)
+    expected = first.transform(X)
+    ext = PretrainedFeatureExtractor("resnet18", **kw).fit(X)
+    # no network of its own yet: a reference to the registry's prototype
+    (prototype,) = _backbones._CACHE.values()
+    assert "_backbone" not in ext.__dict__ and ext._recipe.prototype is prototype
+    np.testing.assert_array_equal(ext.transform(X), expected)  # all hits
+    assert "_backbone" not in ext.__dict__ and ext.n_features_out_ == 512
+    # the registry forgets it and nothing can be read or built any more: the
+    # network is built from the prototype the fit holds
+    skxfer.clear_feature_store()
+    monkeypatch.setattr(torchvision.models, "get_model", None)
+    monkeypatch.setattr(_backbones, "read_file", None)
+    np.testing.assert_allclose(ext.transform(new), first.transform(new), atol=1e-6)
+    assert "_recipe" not in ext.__dict__  # built: the prototype may go
+    assert ext.backbone_ is not first.backbone_
+    assert sum(p.numel() for p in ext.backbone_.parameters()) == 11_176_512
+    assert all(not p.requires_grad for p in ext.backbone_.parameters())
+    assert prototype.module.fc.out_features == 1000  # never cut in place
+
+
+def test_pickling_a_fit_the_store_served_builds_its_network(images):
     X = np.random.RandomState(0).randint(0, 256, (4, 16, 16, 3), dtype=np.uint8)
     kw = dict(weights=None, preprocessing=None, device="cpu")
     expected = PretrainedFeatureExtractor("resnet18", **kw).fit(X).transform(X)
-    calls = []
-    monkeypatch.setattr(skxfer._backbones, "_build_named_model",
-                        lambda *a: calls.append(a) or torchvision.models.resnet18())
-    skxfer._backbones._CACHE.clear()
     ext = PretrainedFeatureExtractor("resnet18", **kw).fit(X)
-    np.testing.assert_array_equal(ext.transform(X), expected)
-    assert calls == [] and ext.n_features_out_ == 512  # no network was built
-    monkeypatch.undo()
+    assert "_recipe" in ext.__dict__
     loaded = pickle.loads(pickle.dumps(ext))  # a pickle holds the network
+    assert "_recipe" not in loaded.__dict__
     skxfer.clear_feature_store()
     np.testing.assert_allclose(loaded.transform(X), expected, atol=1e-5)
-    assert sum(p.numel() for p in ext.backbone_.parameters()) == 11_176_512

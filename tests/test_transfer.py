@@ -18,6 +18,7 @@ from skxfer import (
     PretrainedFeatureExtractor,
     TransferMLPClassifier,
     TransferMLPRegressor,
+    _training,
 )
 
 KW = dict(random_state=0, device="cpu")
@@ -274,13 +275,13 @@ def test_grid_search_starts_every_candidate_from_the_pretrained_weights(
     task = y % 2
     labelled, _ = few_labels(task, 30, 0)
     starts = []
-    build = TransferMLPClassifier._build_module
+    build = _training.build_module
 
-    def recording_build(self, n_features, n_outputs):
-        starts.append(self.extractor_.backbone_[0].linear.weight.detach().clone())
-        return build(self, n_features, n_outputs)
+    def recording_build(params, plan, extractor, n_features, n_outputs):
+        starts.append(extractor.backbone_[0].linear.weight.detach().clone())
+        return build(params, plan, extractor, n_features, n_outputs)
 
-    monkeypatch.setattr(TransferMLPClassifier, "_build_module", recording_build)
+    monkeypatch.setattr(_training, "build_module", recording_build)
     grid = GridSearchCV(
         TransferMLPClassifier(backbone=source, max_epochs=3, **KW),
         {
