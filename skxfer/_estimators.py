@@ -36,7 +36,13 @@ from ._callbacks import (  # noqa: F401
 from ._device import device_is_valid
 from ._extract import PretrainedFeatureExtractor
 from ._inference import infer_rows, network_of, stream_images, validate_rows
-from ._inputs import backbone_for_fit, training_inputs, training_set
+from ._inputs import (
+    backbone_for_fit,
+    given_validation,
+    training_inputs,
+    training_set,
+    validation_inputs,
+)
 from ._mlp import ACTIVATIONS, INITS
 from ._net import TrainingInterrupted
 from ._persistence import loadable_state, loaded_attributes, pickled_state
@@ -75,7 +81,8 @@ _IN_MEMORY_BYTES = 1 << 30
 # private fitted state (the public fitted attributes end with "_"); the plan
 # and the cached module_ are derived (not pickled, rebuilt on loading)
 _FITTED_PRIVATE = ("_rng", "_architecture", "_class_weights", "_class_weight_used",
-                   "_y_1d", "_split_seed", "_run_start", "_plan", "_module")
+                   "_y_1d", "_split_seed", "_run_start", "_plan", "_module",
+                   "_validation_given")
 
 
 def _is_hidden_sizes(value):
@@ -212,14 +219,20 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
 
     # ---- fitting --------------------------------------------------------------
 
-    def _fit(self, X, y, run, sample_weight=None):
-        """Check, then train a working copy and commit it whole (see Notes)."""
+    def _fit(self, X, y, run, sample_weight=None, validation=None):
+        """Check, then train a working copy and commit it whole (see Notes).
+
+        ``validation``: ``fit``'s ``(X_val, y_val, sample_weight_val)``.
+        """
         self._check_params()
         if run.partial and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
+        validation = given_validation(*(validation or (None,) * 3),
+                                      self.early_stopping)
         if run.continuing:
             check_architecture(self._architecture, self.get_params(deep=False),
                                run.method)
+            self._check_validation_kept(validation)
         # Everything is computed on a copy and handed over at the end (stricter
         # than scikit-learn's MLP, which sets fitted attributes as it goes): a
         # fit that fails (bad data, divergence, Ctrl-C) leaves the earlier
@@ -227,8 +240,12 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
         new = shallow_copy(self) if run.continuing else fresh_copy(self,
                                                                    self._fitted())
         new.__dict__.pop("_module", None)  # a view of the earlier network
+        # once given a validation set, a model keeps needing one
+        # (_check_validation_kept)
+        new._validation_given = validation is not None or getattr(
+            new, "_validation_given", False)
         try:
-            done = new._train(X, y, run, sample_weight)
+            done = new._train(X, y, run, sample_weight, validation)
         except TrainingInterrupted as err:
             raise err.__cause__ from None
         commit_fitted(self, new, self._fitted() + tuple(new._fitted()))
@@ -244,6 +261,20 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
             )
         return self
 
+    def _check_validation_kept(self, validation):
+        """A model fitted on a validation set of its own goes on validating on
+        one: every row of its ``X`` has trained it, so a split of them would
+        validate on training data."""
+        if (validation is None and self.early_stopping
+                and getattr(self, "_validation_given", False)):
+            raise ValueError(
+                f"This {type(self).__name__} was fitted with a validation set "
+                "of its own (X_val, y_val), so all of its training data has "
+                "trained the network: a validation split of X would score it on "
+                "rows it has learned. Pass X_val and y_val again to continue "
+                "with early_stopping=True, or fit anew (warm_start=False)."
+            )
+
     def _fitted(self):
         """Names of the fitted attributes (public ones end with '_')."""
         params = self.get_params(deep=False)
@@ -253,7 +284,7 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
         )
         return public + _FITTED_PRIVATE
 
-    def _train(self, X, y, run, sample_weight):
+    def _train(self, X, y, run, sample_weight, validation=None):
         """The steps of one fit, on the working copy that :meth:`_fit` made.
 
         Each step is a function of explicit inputs that returns what it
@@ -277,15 +308,17 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
             X, y = training_inputs(self, plan, extractor, X, y,
                                    reset=not run.continuing,
                                    in_memory_bytes=_IN_MEMORY_BYTES)
-            # 5. targets and weights: the training set
+            # 5. targets and weights: the training set, a given validation set
             targets = self._encode_targets(y, run)
             data = training_set(X, targets.y, sample_weight, setup.device)
+            valid = None if validation is None else self._validation_set(
+                validation, plan, extractor, targets, setup)
         # a seed of its own: the head starts the same whatever the backbone drew
         with seeded(setup.seed, setup.device):
             # 6. the net: a new module, or a copy of the fitted one
             net, extractor = build_net(
                 params, plan, run, setup, targets, extractor, data,
-                fitted=self.net_ if run.continuing else None,
+                fitted=self.net_ if run.continuing else None, valid=valid,
             )
             # 7. skorch's loop
             train(net, data, run.epochs, type(self).__name__, params["batch_size"])
@@ -303,6 +336,19 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
     def _encode_targets(self, y, run):
         """``y`` for the loss, as a :class:`~skxfer._training.Targets`."""
         raise NotImplementedError
+
+    def _encode_y_val(self, y_val, targets):
+        """``y_val`` encoded as ``targets`` encodes ``y``."""
+        raise NotImplementedError
+
+    def _validation_set(self, validation, plan, extractor, targets, setup):
+        """The net's validation set from a :class:`~skxfer._inputs.Validation`."""
+        X_val, y_val = validation_inputs(self, plan, extractor, validation.X,
+                                         validation.y,
+                                         in_memory_bytes=_IN_MEMORY_BYTES)
+        return training_set(X_val, self._encode_y_val(y_val, targets),
+                            validation.sample_weight, setup.device,
+                            weight_name="sample_weight_val")
 
     # ---- fitted state -------------------------------------------------------
 
@@ -690,7 +736,8 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
             ),
         }
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None):
         """Fit the network to data ``X`` and class labels ``y``.
 
         Parameters
@@ -704,6 +751,19 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
             ``sum(w_i * c_i * l_i) / sum(w_i * c_i)`` over each batch (``c``:
             the class weights; the validation loss is weighted the same way).
             None: equal weights.
+        X_val : array-like of shape (n_val, n_features), default=None
+            A validation set of your own for early stopping (needs
+            ``early_stopping=True``), in the form of ``X``: training then
+            uses all of ``X`` and stops on this set instead of a split of
+            ``X``, and ``validation_scores_`` and the validation loss are
+            its. In a ``Pipeline``, ``transform_input=["X_val"]`` (with
+            metadata routing) transforms it as ``X``. A model fitted with one
+            continues (``warm_start``) with early stopping only on one.
+        y_val : array-like of shape (n_val,), default=None
+            Its class labels, among those of ``y``.
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation samples in the validation loss and
+            score. None: equal weights.
 
         Returns
         -------
@@ -711,7 +771,8 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
             The fitted estimator.
         """
         run = Run(continuing=self.warm_start and hasattr(self, "net_"))
-        return self._fit(X, y, run, sample_weight)
+        return self._fit(X, y, run, sample_weight,
+                         (X_val, y_val, sample_weight_val))
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train for one epoch on ``(X, y)``, continuing from the current weights.
@@ -799,6 +860,20 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         return Targets(y_encoded, len(known), classifier=True,
                        criterion=self._criterion, class_weights=weights,
                        fitted=fitted)
+
+    def _encode_y_val(self, y_val, targets):
+        try:
+            check_classification_targets(y_val)
+        except ValueError as err:
+            raise ValueError(f"In y_val: {err}") from err
+        known = targets.fitted["classes_"]
+        unseen = ~np.isin(y_val, known)
+        if unseen.any():
+            raise ValueError(
+                f"y_val holds labels {np.unique(y_val[unseen])!r} that are not "
+                f"among the classes of y, {known!r}."
+            )
+        return np.searchsorted(known, y_val).astype(np.int64)
 
     def predict_proba(self, X):
         """Class probabilities of ``X``.
@@ -1120,7 +1195,8 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         self.l2_sp = l2_sp
         self.bn_mode = bn_mode
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None):
         """Fit the network to data ``X`` and targets ``y``.
 
         Parameters
@@ -1134,6 +1210,19 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
             ``sum(w_i * l_i) / sum(w_i)`` over each batch (``l_i``: the squared
             error averaged over the targets; the validation loss is weighted
             the same way). None: equal weights.
+        X_val : array-like of shape (n_val, n_features), default=None
+            A validation set of your own for early stopping (needs
+            ``early_stopping=True``), in the form of ``X``: training then
+            uses all of ``X`` and stops on this set instead of a split of
+            ``X``, and ``validation_scores_`` and the validation loss are
+            its. In a ``Pipeline``, ``transform_input=["X_val"]`` (with
+            metadata routing) transforms it as ``X``. A model fitted with one
+            continues (``warm_start``) with early stopping only on one.
+        y_val : array-like of shape (n_val,) or (n_val, n_outputs), default=None
+            Its target values, as many per sample as in ``y``.
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation samples in the validation loss and
+            score. None: equal weights.
 
         Returns
         -------
@@ -1141,7 +1230,8 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
             The fitted estimator.
         """
         run = Run(continuing=self.warm_start and hasattr(self, "net_"))
-        return self._fit(X, y, run, sample_weight)
+        return self._fit(X, y, run, sample_weight,
+                         (X_val, y_val, sample_weight_val))
 
     def partial_fit(self, X, y, sample_weight=None):
         """Train for one epoch on ``(X, y)``, continuing from the current weights.
@@ -1178,6 +1268,16 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
                                             "_y_1d": y.ndim == 1}
         return Targets(y2d, y2d.shape[1], classifier=False,
                        criterion=self._criterion, fitted=fitted)
+
+    def _encode_y_val(self, y_val, targets):
+        y_val = np.asarray(y_val, dtype=np.float32)
+        y2d = y_val.reshape(-1, 1) if y_val.ndim == 1 else y_val
+        if y2d.shape[1] != targets.n_outputs:
+            raise ValueError(
+                f"y_val has {y2d.shape[1]} target(s), but y has "
+                f"{targets.n_outputs}."
+            )
+        return y2d
 
     def predict(self, X):
         """Predicted targets of ``X``.

@@ -34,3 +34,13 @@ def test_grid_search_freezing_example(capsys):
     grid = load("grid_search_freezing").main(["--epochs", "10"])
     assert len(grid.cv_results_["params"]) == 3 * 2 * 2 + 1
     assert "held-out accuracy" in capsys.readouterr().out
+
+
+def test_lr_find_digits_example(capsys, tmp_path):
+    results = load("lr_find_digits").main(["--epochs", "3",
+                                           "--plot", str(tmp_path / "lr.png")])
+    assert len(results) == 2 and (tmp_path / "lr.png").stat().st_size > 10_000
+    for found, default, tuned in results.values():
+        assert 1e-3 < found.suggested_lr < 1
+        assert tuned > default  # 3 epochs at 1e-3 are far from enough
+    assert "suggested" in capsys.readouterr().out
