@@ -326,3 +326,79 @@ def test_prediction_and_transform_never_import_torch_dynamo(small, tmp_path):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+# ---- adversarial: nesting, lr_find, validation sets, errors, pickles -------------
+
+
+@pytest.fixture
+def forward_counts():
+    """Thread counts seen by every module's forward pass while the test runs."""
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda mod, args: seen.append(torch.get_num_threads()))
+    yield seen
+    handle.remove()
+
+
+def test_nested_blocks_leave_each_level_its_count(default4):
+    with sized_threads(0):
+        with sized_threads(None):  # finds 1, not the default: left alone
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1
+        with sized_threads(10**12):
+            assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 4
+    with sized_threads(None):
+        with sized_threads(0):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 4
+    assert torch.get_num_threads() == 4
+
+
+def test_lr_find_runs_its_fits_sized_and_gives_the_count_back(
+        default4, small, forward_counts):
+    # the range test ends its fit with an exception of its own
+    from skxfer import lr_find
+
+    X, y = small
+    result = lr_find(TransferMLPClassifier((16,), random_state=0), X, y,
+                     num_steps=12)
+    assert len(result.losses) > 0
+    assert set(forward_counts) == {1}
+    assert torch.get_num_threads() == 4
+
+
+def test_a_given_validation_set_is_scored_on_the_sized_threads(
+        default4, small, forward_counts):
+    X, y = small
+    clf = TransferMLPClassifier((16,), early_stopping=True, max_epochs=3,
+                                random_state=0, device="cpu")
+    clf.fit(X[:80], y[:80], X_val=X[80:], y_val=y[80:])
+    assert len(clf.validation_scores_) == 3
+    assert set(forward_counts) == {1}
+    assert torch.get_num_threads() == 4
+
+
+def test_a_prediction_that_raises_gives_the_count_back(default4, small):
+    X, y = small
+    clf = TransferMLPClassifier((16,), **FAST).fit(X, y)
+    clf.net_.module_.register_forward_pre_hook(
+        lambda mod, args: (_ for _ in ()).throw(RuntimeError("inside forward")))
+    with pytest.raises(RuntimeError, match="inside forward"):
+        clf.predict(X)
+    assert torch.get_num_threads() == 4
+
+
+def test_an_unpickled_model_is_sized_as_the_fitted_one(default4, small):
+    X, y = small
+    fitted = TransferMLPClassifier((16,), **FAST).fit(X, y)
+    clf, ext = pickle.loads(pickle.dumps(
+        (fitted, PretrainedFeatureExtractor(fitted, feature_store=False).fit(X))))
+    seen = _record_forward(clf.net_.module_)
+    clf.predict_proba(X)
+    assert set(seen) == {1}
+    seen = _record_forward(ext.backbone_)
+    ext.transform(X)
+    assert set(seen) == {1}
+    assert torch.get_num_threads() == 4
