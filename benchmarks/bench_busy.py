@@ -419,6 +419,7 @@ def main():
                      for busy in (False, True)]
             print(f"| {name} | {' | '.join(cells)} | {ratio[0]:.1f} / "
                   f"{ratio[1]:.1f} | {statistics.median(dynamo[name]):.2f} |")
+    checks(cases, trees, args.compare_ref, med)
     if "workers" in cases:
         print("\ncross_val_score(cv=2, n_jobs=2), seconds, quiet / beside busy: "
               "fresh workers then the same workers:\n")
@@ -428,6 +429,39 @@ def main():
                   f"{med(name, 'workers', True, 'fresh_workers'):.2f}, reused "
                   f"{med(name, 'workers', False):.2f} / "
                   f"{med(name, 'workers', True):.2f}")
+
+
+SKXFER_CASES = ("tabular", "head", "cnn", "resnet18")
+
+
+def checks(cases, trees, ref, med):
+    """The targets, each with the figures it rests on and whether it holds."""
+    rows = []
+    this = "this tree"
+    for case in (c for c in SKXFER_CASES if c in cases):
+        ratio = med(this, case, True) / med(this, case, False)
+        rows.append((f"{case}: beside busy within 1.5x of quiet", f"{ratio:.2f}x",
+                     ratio <= 1.5))
+    if "tabular" in cases and "sklearn" in cases:
+        ours, theirs = med(this, "tabular", True), med(this, "sklearn", True)
+        rows.append(("tabular beside busy no slower than scikit-learn's MLP",
+                     f"{ours:.2f} vs {theirs:.2f} s", ours <= theirs))
+    if "first" in cases:
+        ratio = med(this, "first", False, "first") / med(this, "first", False)
+        rows.append(("first fit in a fresh process within 1.5x of a warm fit "
+                     "(quiet; else named in README)", f"{ratio:.1f}x", ratio <= 1.5))
+    if ref:
+        for case in (c for c in SKXFER_CASES + ("first",) if c in cases):
+            ratio = med(this, case, False) / med(ref, case, False)
+            rows.append((f"{case}: quiet no more than 5% slower than {ref}",
+                         f"{ratio:.2f}x", ratio <= 1.05))
+    if not rows:
+        return
+    print("\nTargets (one round is noise on a shared machine: use --rounds 3):\n")
+    print("| target | measured | holds |")
+    print("|---|---|---|")
+    for target, measured, holds in rows:
+        print(f"| {target} | {measured} | {'yes' if holds else 'NO'} |")
 
 
 if __name__ == "__main__":
