@@ -66,6 +66,7 @@ from ._store import (
     get_config,
     settings_applied,
 )
+from ._threads import extractor_work, sized_by
 from ._validation import (
     PICKLE_FORMAT,
     any_of,
@@ -572,6 +573,7 @@ class PretrainedFeatureExtractor(
             return None, _unkeyed(
                 err, "keyed on the network's structure and weights only")
 
+    @sized_by(extractor_work)
     def fit(self, X, y=None):
         """Read the network's weights and build it; ``X`` fixes the output width.
 
@@ -949,6 +951,7 @@ class PretrainedFeatureExtractor(
         outputs = [out.float().cpu() for out in self._outputs(X)]
         return torch.cat(outputs).numpy()
 
+    @sized_by(extractor_work)
     def transform(self, X):
         """Features of ``X``.
 
