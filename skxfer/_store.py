@@ -72,7 +72,7 @@ _explicit = [False]
 
 class _Block:
     """Settings in force for a while: a ``config_context`` block (``tag``
-    names it: ``"<pid>:<n>"``), or the settings an object carries, applied
+    names it: ``"<pid>.<token>:<n>"``), or the settings an object carries, applied
     while it works (``carried``: what it carries, passed on as it is)."""
 
     __slots__ = ("settings", "tag", "carried")
@@ -94,6 +94,9 @@ _OPEN_BY_THREAD = {}
 _SHARED = [None]
 _OPEN_LOCK = threading.Lock()
 _BLOCK_NUMBERS = itertools.count(1)
+# with the process id, what tells this process's blocks from those of a
+# process elsewhere with the same id (another machine, another container)
+_TOKEN = os.urandom(8).hex()
 _TAG = "block"  # the key that ties carried settings to the block they came from
 _WARNED = set()  # (kind, folder): warnings given once per process
 _WARNED_LOCK = threading.Lock()
@@ -260,7 +263,7 @@ def config_context(*, feature_store=None, feature_store_bytes=None,
                                feature_store_dir))
     if feature_store_dir:
         _forget_warnings(settings["feature_store_dir"])
-    block = _Block(settings, tag=f"{os.getpid()}:{next(_BLOCK_NUMBERS)}")
+    block = _Block(settings, tag=f"{_process()}:{next(_BLOCK_NUMBERS)}")
     token = _context.set(block)
     _open(block)
     try:
@@ -269,6 +272,11 @@ def config_context(*, feature_store=None, feature_store_bytes=None,
         _close(block)
         _context.reset(token)
         STORE.trim()
+
+
+def _process():
+    """This process, as block tags name it (a forked child is another)."""
+    return f"{os.getpid()}.{_TOKEN}"
 
 
 def _open(block):
@@ -313,7 +321,7 @@ def _carried_here(obj):
     if carried is None:
         return None
     tag = carried.get(_TAG)
-    if isinstance(tag, str) and tag.partition(":")[0] == str(os.getpid()):
+    if isinstance(tag, str) and tag.rpartition(":")[0] == _process():
         return _OPEN.get(tag)
     return carried
 

@@ -553,6 +553,20 @@ def test_copies_made_in_a_block_do_not_carry_it_out(tmp_path, monkeypatch):
     assert _entries(folder) == []
 
 
+def test_a_block_of_another_process_with_the_same_id_applies_there(monkeypatch):
+    # a worker on another machine or in another container may have the
+    # driver's process id: what it carries from the driver's block applies
+    ext = _ext().fit(_images(2))
+    with skxfer.config_context(feature_store=False):
+        pickled = pickle.dumps(ext)
+    # loaded in a worker that never called set_config, with the same id
+    monkeypatch.setattr(_store, "_explicit", [False])
+    monkeypatch.setattr(_store, "_TOKEN", "another process", raising=False)
+    skxfer.clear_feature_store()
+    pickle.loads(pickled).transform(_images(3, seed=5))
+    assert skxfer.feature_store_info()["entries"] == 0  # the driver's block
+
+
 # ---- 9. messages ------------------------------------------------------------------
 
 
