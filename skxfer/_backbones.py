@@ -7,25 +7,32 @@ disk or drawn at random) is kept per process as a read-only
 :class:`Prototype`, found by content -- a torchvision weights name (its file
 name carries a hash of its bytes, checked by torchvision when it downloads
 it), the hash of a checkpoint's bytes, or the seed of random weights -- and
-copied for each request, never shared. Heads are cut off the copy
-(``nn.Identity``) and intermediate layers read with
+copied for each request, never shared. Each prototype is built once, under
+a lock of its own; random weights are drawn from a generator of the build's
+own, never from torch's global one, so builds in several threads give the
+same networks and leave every thread's random numbers alone. The registry
+keeps the most recent prototype and others up to ``_REGISTRY_BYTES``;
+beyond that it keeps only those something else still holds. Heads are cut
+off the copy (``nn.Identity``) and intermediate layers read with
 ``torchvision.models.feature_extraction``, so no hook is ever added to a
 module that another object holds.
 """
 
+import contextlib
 import copy
 import difflib
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
+from torch.overrides import TorchFunctionMode
 
 from ._keys import known_file_key, module_digest, read_file
-from ._seeding import seeded
 
 # the rules for a fitted skxfer estimator as a parameter live in _source; the
 # names stay importable here (PretrainedFeatureExtractor imports them here)
@@ -38,8 +45,14 @@ from ._source import (  # noqa: F401
     unwrap_source,
 )
 
+# the registry: prototypes kept (most recent last), within a count and a
+# byte budget (the most recent is kept whatever its size); those beyond it
+# stay findable while something else holds them
 _CACHE = OrderedDict()
 _CACHE_SIZE = 4
+_REGISTRY_BYTES = 256 << 20
+_ALIVE = weakref.WeakValueDictionary()
+_BUILDING = {}  # key -> the lock its build holds
 _CACHE_LOCK = threading.Lock()
 
 
@@ -158,19 +171,53 @@ def read_checkpoint(path):
         isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()
     ):
         raise ValueError(
-            f"weights={str(path)!r} does not hold {_SHOULD_BE} (got "
-            f"{type(state).__name__})."
+            f"weights={str(path)!r} does not hold {_SHOULD_BE} ({_what(state)}"
         )
     return state, key
 
 
+def _what(state):
+    """What a checkpoint holds instead of a state dict, and what to do."""
+    if not isinstance(state, dict):
+        return f"got {type(state).__name__})."
+    names = list(state)
+    shown = ", ".join(repr(k) for k in names[:10]) + (", ..." if len(names) > 10
+                                                     else "")
+    nested = next((k for k, v in state.items() if isinstance(v, dict)), None)
+    if nested is None:
+        return f"got a dict with keys {shown})."
+    return (f"got a dict with keys {shown}). If the state dict is one of its "
+            f"values, save that one: torch.save(checkpoint[{nested!r}], path).")
+
+
+def _filled_by_torch(module, key, metadata):
+    """Whether ``load_state_dict`` fills ``key`` in itself when a state dict
+    lacks it: a BatchNorm's ``num_batches_tracked``, in a state dict saved
+    before BatchNorm counted batches (its metadata gives no version, or one
+    below 2 -- what torch's ``_NormBase._load_from_state_dict`` checks)."""
+    prefix, _, name = key.rpartition(".")
+    if name != "num_batches_tracked":
+        return False
+    try:
+        norm = module.get_submodule(prefix)
+    except AttributeError:
+        return False
+    version = (metadata.get(prefix) or {}).get("version")
+    return (isinstance(norm, nn.modules.batchnorm._NormBase)
+            and norm.track_running_stats and (version is None or version < 2))
+
+
 def _differences(module, state):
     """The keys where ``state`` does not fit ``module``, first difference first:
-    ``[(key, kind, checkpoint shape, model shape)]``."""
+    ``[(key, kind, checkpoint shape, model shape)]`` -- those torch's
+    ``load_state_dict(strict=True)`` would refuse."""
     own = module.state_dict()
+    metadata = getattr(state, "_metadata", None) or {}
     out = []
     for key, tensor in own.items():
         if key not in state:
+            if _filled_by_torch(module, key, metadata):
+                continue
             out.append((key, "missing", None, None if is_lazy(tensor) else
                         tuple(tensor.shape)))
         elif not is_lazy(tensor) and tuple(state[key].shape) != tuple(tensor.shape):
@@ -215,7 +262,20 @@ def load_checkpoint(module, path, drop_head=False):
     return _load_state(module, state, path, drop_head)
 
 
+_PARALLEL = "module."  # what DataParallel and DistributedDataParallel prefix
+
+
 def _load_state(module, state, path, drop_head):
+    if state and all(k.startswith(_PARALLEL) for k in state) and not any(
+            k.startswith(_PARALLEL) for k in module.state_dict()):
+        # saved from a DataParallel wrapper: its keys without the prefix
+        from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+        metadata = getattr(state, "_metadata", None)
+        state = OrderedDict(state)
+        if metadata is not None:
+            state._metadata = OrderedDict(metadata)
+        consume_prefix_in_state_dict_if_present(state, _PARALLEL)
     differences = _differences(module, state)
     head = head_input_layer(module) if drop_head and differences else None
     if differences and (head is None or not all(
@@ -223,7 +283,11 @@ def _load_state(module, state, path, drop_head):
         raise _mismatch_error(path, differences)
     if head is not None:
         weight = state.get(head + ".weight")
-        state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
+        metadata = getattr(state, "_metadata", None)
+        state = OrderedDict((k, v) for k, v in state.items()
+                            if not k.startswith(head + "."))
+        if metadata is not None:
+            state._metadata = metadata
     try:
         module.load_state_dict(state, strict=head is None)
     except RuntimeError as err:  # what the shapes did not show
@@ -266,6 +330,8 @@ class Prototype:
     dropped : dict or None
         The classifier head of a checkpoint that was dropped (see
         :func:`load_checkpoint`); the module's head is then ``nn.Identity``.
+    nbytes : int
+        The bytes of its parameters and buffers.
     """
 
     def __init__(self, module, dropped=None):
@@ -274,6 +340,8 @@ class Prototype:
             p.requires_grad_(False)
         self.module = module
         self.dropped = dropped
+        self.nbytes = sum(t.numel() * t.element_size()
+                          for t in module.state_dict().values())
         self._digest = None
         self._lock = threading.Lock()
 
@@ -289,6 +357,13 @@ def clear_registry():
     """Forget every prototype (fitted extractors keep the ones they hold)."""
     with _CACHE_LOCK:
         _CACHE.clear()
+        _ALIVE.clear()
+
+
+def registry_info():
+    """``(prototypes kept, bytes of their tensors)``."""
+    with _CACHE_LOCK:
+        return len(_CACHE), sum(p.nbytes for p in _CACHE.values())
 
 
 def _cached(key):
@@ -296,15 +371,86 @@ def _cached(key):
         prototype = _CACHE.get(key)
         if prototype is not None:
             _CACHE.move_to_end(key)
-        return prototype
+            return prototype
+        prototype = _ALIVE.get(key)  # let go of, and still held elsewhere
+    if prototype is not None:
+        _keep(key, prototype)
+    return prototype
 
 
 def _keep(key, prototype):
     with _CACHE_LOCK:
+        _ALIVE[key] = prototype
         _CACHE[key] = prototype
         _CACHE.move_to_end(key)
-        while len(_CACHE) > _CACHE_SIZE:
+        while len(_CACHE) > 1 and (
+                len(_CACHE) > _CACHE_SIZE
+                or sum(p.nbytes for p in _CACHE.values()) > _REGISTRY_BYTES):
             _CACHE.popitem(last=False)
+
+
+@contextlib.contextmanager
+def _building(key):
+    """Hold ``key``'s build lock: one build per key at a time."""
+    with _CACHE_LOCK:
+        lock = _BUILDING.setdefault(key, threading.Lock())
+    with lock:
+        yield
+
+
+def _prototype(key, build, cache=True):
+    """The registry's prototype for ``key``, built by ``build()`` once."""
+    prototype = _cached(key) if cache else None
+    if prototype is not None:
+        return prototype
+    if not cache:
+        return build()
+    with _building(key):
+        prototype = _cached(key)  # built by another thread meanwhile
+        if prototype is None:
+            prototype = build()
+            _keep(key, prototype)
+    return prototype
+
+
+# torch functions that draw random numbers and take a generator=
+_RANDOM = frozenset((
+    "uniform_", "normal_", "random_", "bernoulli_", "exponential_", "cauchy_",
+    "log_normal_", "geometric_", "rand", "randn", "randint", "randperm",
+    "normal", "bernoulli", "multinomial", "poisson", "rand_like", "randn_like",
+    "randint_like",
+))
+
+
+class _OwnGenerator(TorchFunctionMode):
+    """Give every draw of random numbers in the running thread ``generator``.
+
+    ``torch.nn.init`` and the tensor methods it calls take a ``generator``;
+    a torch function mode lives in one thread, so the draws of a build never
+    touch torch's global generator, nor see another thread's reseeding.
+    """
+
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if kwargs.get("generator") is None and (
+                "generator" in kwargs
+                or getattr(func, "__name__", None) in _RANDOM) and not any(
+                isinstance(a, torch.Generator) for a in args):
+            kwargs["generator"] = self.generator
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _drawn_from(seed):
+    """Draw the random numbers of a build from a generator seeded with
+    ``seed`` (the numbers torch's global generator would give after
+    ``torch.manual_seed(seed)``), in this thread only."""
+    with _OwnGenerator(torch.Generator().manual_seed(int(seed))):
+        yield
 
 
 def named_prototype(name, weights, seed=0, cache=True):
@@ -319,8 +465,9 @@ def named_prototype(name, weights, seed=0, cache=True):
     (:meth:`Prototype.digest`).
 
     ``seed`` draws the weights when ``weights`` is None (the same network in
-    every process for the same seed); the caller's RNGs are left as they were.
-    ``cache=False`` keeps no prototype of random weights (a one-off seed).
+    every process and thread for the same seed), from a generator of the
+    build's own: no thread's random numbers change. ``cache=False`` keeps no
+    prototype of random weights (a one-off seed).
     """
     check_model_name(name)
     weights = resolve_weights(name, weights)
@@ -331,27 +478,21 @@ def named_prototype(name, weights, seed=0, cache=True):
         if prototype is not None:
             return prototype
         state, key = read_checkpoint(path)
-        prototype = _cached((name, "file", key))
-        if prototype is None:
-            with seeded(seed):
+
+        def from_checkpoint():
+            with _drawn_from(seed):
                 model = _torchvision().models.get_model(name, weights=None)
-            dropped = _load_state(model, state, path, drop_head=True)
-            del state
-            prototype = Prototype(model, dropped)
-            _keep((name, "file", key), prototype)
-        return prototype
+            return Prototype(model, _load_state(model, state, path, drop_head=True))
+
+        return _prototype((name, "file", key), from_checkpoint)
     key = (name, None, int(seed)) if weights is None else (name, str(weights))
-    prototype = _cached(key)
-    if prototype is None:
-        prototype = Prototype(_build_named_model(name, weights, seed))
-        if weights is not None or cache:
-            _keep(key, prototype)
-    return prototype
+    return _prototype(key, lambda: Prototype(_build_named_model(name, weights, seed)),
+                      cache=weights is not None or cache)
 
 
 def _build_named_model(name, weights, seed):
     tv = _torchvision()
-    with seeded(seed):
+    with _drawn_from(seed):
         if weights is None:
             return tv.models.get_model(name, weights=None)
         try:
@@ -375,16 +516,24 @@ def default_transform(name, weights):
 
 
 def head_input_layer(model):
-    """Name of the last ``nn.Linear``: its input is the penultimate representation."""
-    last = None
+    """Name of the classifier, whose input is the penultimate representation:
+    the last ``nn.Linear``; in a network without one, the last ``nn.Conv2d``
+    when no module with parameters follows it (squeezenet's class-score
+    convolution, followed by a ReLU and the pooling)."""
+    last, conv = None, None
     for name, module in model.named_modules():
-        if name and isinstance(module, nn.Linear):
+        if not name:
+            continue
+        if isinstance(module, nn.Linear):
             last = name
-    return last
+        if next(module.parameters(recurse=False), None) is not None:
+            conv = name if isinstance(module, nn.Conv2d) else None
+    return last if last is not None else conv
 
 
 def cut_head(model):
-    """Replace ``model``'s classifier (its last ``nn.Linear``) with ``nn.Identity``.
+    """Replace ``model``'s classifier (see :func:`head_input_layer`) with
+    ``nn.Identity``.
 
     ``model`` must be a module of the caller's own (a fresh copy): it is
     changed in place and returned.
@@ -395,6 +544,12 @@ def cut_head(model):
         setattr(model.get_submodule(parent) if parent else model, child,
                 nn.Identity())
     return model
+
+
+def head_is_linear(model):
+    """Whether ``model``'s classifier is an ``nn.Linear`` (or it has none)."""
+    name = head_input_layer(model)
+    return name is None or isinstance(model.get_submodule(name), nn.Linear)
 
 
 def input_channels(model):

@@ -2,6 +2,7 @@
 
 import copy as _copy
 import io
+import re
 import threading
 from numbers import Integral
 from typing import NamedTuple
@@ -23,6 +24,7 @@ from ._backbones import (
     copy_module,
     cut_head,
     default_transform,
+    head_is_linear,
     input_channels,
     is_checkpoint_path,
     is_fitted_source,
@@ -63,10 +65,13 @@ from ._store import (
     STORE,
     capture_settings,
     carry_settings,
+    damaged_warning,
     digest,
     get_config,
+    read_entry,
     settings_applied,
 )
+from ._threads import extractor_work, sized_by
 from ._timm import is_timm_name, timm_prototype, timm_transform
 from ._validation import (
     PICKLE_FORMAT,
@@ -161,6 +166,12 @@ _UNSTORED_V2 = frozenset((
     "GaussianBlur", "GaussianNoise", "JPEG", "Lambda", "MixUp", "RandAugment",
     "ScaleJitter", "TrivialAugmentWide",
 ))
+
+
+def _repr_identifies(shown):
+    """Whether a repr may say what a callable computes: no address in it,
+    and no torchvision ``Lambda()`` (which never shows its function)."""
+    return " at 0x" not in shown and not re.search(r"\bLambda\(\)", shown)
 
 
 def _unkeyed(err, anyway):
@@ -296,55 +307,152 @@ class _NamedBytes(io.BytesIO):
         return repr(str(self.path))
 
 
-class _KeyedImages(torch.utils.data.Dataset):
-    """Images to compute and store: each item is ``(image, key, signature)``.
+class _NamedFile:
+    """An open file, shown as its path (in PIL's messages)."""
 
-    A file is read once, and its key is the hash of exactly the bytes decoded
-    (a file rewritten since its key was looked up is stored under its new
-    content); the signature lets the parent process remember the hash (see
-    ``_keys``). Other images come with their keys. Errors name the image by
-    its index in the caller's collection.
+    def __init__(self, f, name):
+        self._f = f
+        self.path = name
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def read(self, *args):
+        return self._f.read(*args)
+
+    def seek(self, *args):
+        return self._f.seek(*args)
+
+    def tell(self):
+        return self._f.tell()
+
+    def close(self):  # PIL closes what it opened from; the file is ours
+        pass
+
+    def __repr__(self):
+        return repr(str(self.path))
+
+
+def _image_header(path):
+    """A check for :func:`read_file`: PIL reads the file's header (and only
+    that) before the file is read whole, so a file that is not an image is
+    refused, with PIL's message, without reading it."""
+    from PIL import Image
+
+    def check(f, size):
+        Image.open(_NamedFile(f, path)).close()
+
+    return check
+
+
+def _reason(err):
+    if isinstance(err, MemoryError):
+        return "MemoryError (not enough memory to read the file)"
+    return str(err) or type(err).__name__
+
+
+class _KeyedBatch(NamedTuple):
+    """What ``_outputs`` records of a batch of keyed images: each item's key,
+    file signature and row when it was found stored (where the file was
+    read, or in memory here); the items the batch's output computed; and
+    how many folder entries were damaged."""
+
+    keys: list
+    signatures: list
+    rows: list
+    computed: list
+    damaged: int
+
+
+class _KeyedImages(torch.utils.data.Dataset):
+    """Images to compute and store: each item is ``(image, key, signature,
+    row, damaged)``.
+
+    A file is read once: PIL checks its header, then its bytes are read
+    whole, hashed and decoded (its key is the hash of exactly the bytes
+    decoded: a file rewritten since is stored under its new content). With
+    ``lookup`` (``(folder, network key, width)``), a file whose key the
+    parent could not look up is looked up where it is read -- the features
+    found come back as ``row`` and the image is not decoded. The signature
+    lets the parent process remember the hash (see ``_keys``). Other images
+    come with their keys. Errors name the image by its index in the caller's
+    collection.
     """
 
-    def __init__(self, items, indices, keys, transform, channels):
+    def __init__(self, items, indices, keys, transform, channels, lookup=None):
         self.items = items
         self.indices = indices
         self.keys = keys
         self.transform = transform
         self.channels = channels
+        self.lookup = lookup
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, j):
         item, index = self.items[j], self.indices[j]
-        key, sig = self.keys[j], None
-        if is_path(item):
-            try:
-                from PIL import Image
-
-                data, key, sig = read_file(item)
-                with Image.open(_NamedBytes(data, item)) as img:
-                    img.load()
-                    tensor = pil_to_tensor(img)
-            except Exception as err:
-                raise ImageReadError(
-                    f"Could not read image {index} ({str(item)!r}): {err}"
-                ) from err
-            tensor = match_channels(tensor, self.channels)
-        else:
+        key, sig, damaged = self.keys[j], None, 0
+        if not is_path(item):
             tensor = load_image(item, index, self.channels)
-        return preprocess(tensor, self.transform), key, sig
+            return preprocess(tensor, self.transform), key, sig, None, damaged
+        try:
+            data, key, sig = read_file(item, check=_image_header(item))
+        except Exception as err:
+            raise _read_error(index, item, err) from err
+        if self.lookup is not None and key != self.keys[j]:  # not looked up yet
+            folder, net_key, width = self.lookup
+            row = None
+            if torch.utils.data.get_worker_info() is None:  # here: memory too
+                (row,) = STORE.get_many(net_key, [key], width, folder=False)
+            if row is None and folder is not None:
+                row, damaged = read_entry(folder, net_key, key, width)
+            if row is not None:
+                return None, key, sig, row, 0
+        try:
+            from PIL import Image
+
+            with Image.open(_NamedBytes(data, item)) as img:
+                img.load()
+                tensor = pil_to_tensor(img)
+        except Exception as err:
+            raise _read_error(index, item, err) from err
+        tensor = match_channels(tensor, self.channels)
+        return preprocess(tensor, self.transform), key, sig, None, damaged
 
 
 def _stack_keyed(batch):
-    return (stack_images([b[0] for b in batch]), [b[1] for b in batch],
-            [b[2] for b in batch])
+    tensors = [b[0] for b in batch if b[0] is not None]
+    return (stack_images(tensors) if tensors else None, [b[1] for b in batch],
+            [b[2] for b in batch], [b[3] for b in batch],
+            sum(b[4] for b in batch))
+
+
+def _to_compute(dataset, batch, record):
+    """The images of a batch of keyed images that are to be computed (None:
+    none), its record appended to ``record``: rows already found where the
+    files were read, and those this process holds in memory, are not."""
+    images, keys, signatures, rows, damaged = batch
+    rows = list(rows)
+    decoded = [j for j, row in enumerate(rows) if row is None]
+    if dataset.lookup is not None and decoded:
+        _, net_key, width = dataset.lookup
+        held = STORE.get_many(net_key, [keys[j] for j in decoded], width,
+                              folder=False)
+        for j, row in zip(decoded, held, strict=True):
+            rows[j] = row
+    computed = [t for t, j in enumerate(decoded) if rows[j] is None]
+    record.append(_KeyedBatch(keys, signatures, rows,
+                              [decoded[t] for t in computed], damaged))
+    if not computed:
+        return None
+    return images if len(computed) == len(decoded) else images[computed]
 
 
 def _read_error(index, item, err):
     """The error :func:`load_image` gives for a file that cannot be read."""
-    return ImageReadError(f"Could not read image {index} ({str(item)!r}): {err}")
+    return ImageReadError(
+        f"Could not read image {index} ({str(item)!r}): {_reason(err)}")
 
 
 def stop_storing(extractor):
@@ -558,10 +666,13 @@ class PretrainedFeatureExtractor(
             transform = self.preprocessing
             if transform == "auto":
                 transform = default_transform(self.model, self.weights)
-            return _Read(prototype, True,
-                         self.layer is None and prototype.dropped is None,
-                         ("torchvision", self.model, prototype.digest()), n_in,
-                         transform)
+            cut = self.layer is None and prototype.dropped is None
+            identity = ("torchvision", self.model, prototype.digest())
+            if cut and not head_is_linear(prototype.module):
+                # a convolutional classifier (squeezenet), cut since features
+                # were stored under this network's key with it
+                identity += ("without its classifier",)
+            return _Read(prototype, True, cut, identity, n_in, transform)
         if is_fitted_source(self.model):
             net, n_in, transform = source_backbone(self.model)
             identity, unkeyed = self._module_identity("source", net)
@@ -600,6 +711,7 @@ class PretrainedFeatureExtractor(
             return None, _unkeyed(
                 err, "keyed on the network's structure and weights only")
 
+    @sized_by(extractor_work)
     def fit(self, X, y=None):
         """Read the network's weights and build it; ``X`` fixes the output width.
 
@@ -691,9 +803,9 @@ class PretrainedFeatureExtractor(
                 out = next(self._outputs(
                     _KeyedImages(images, [0], [None], self.preprocessing_,
                                  self._channels), keys=batches))
-                ((item_key_,), (sig,)), = batches
-                remember(sig, item_key_)
-                return out, item_key_
+                (batch,) = batches
+                remember(batch.signatures[0], batch.keys[0])
+                return out, batch.keys[0]
         return next(self._outputs(first)), self._item_keys(first)[0]
 
     def _store_key_of(self, read, new):
@@ -725,25 +837,33 @@ class PretrainedFeatureExtractor(
         The weights' own transforms and None by their repr; torchvision's v2
         transforms that draw no random numbers by content (their repr leaves
         out a ``ToDtype``'s dtype). Another callable need not show what it
-        computes: keyed by its repr with ``feature_store=True`` (an address
-        in it is refused), else not stored.
+        computes: not stored, unless ``feature_store=True`` -- then keyed by
+        its content (a function's code, closures and globals, an object's
+        attributes; see :func:`skxfer._keys.value_key`), or, where that
+        cannot be keyed, by its repr if the repr shows what it computes (not
+        an address, not torchvision's ``Lambda()``).
         """
         shown = repr(transform)
         if self.preprocessing in ("auto", None):
             return (shown if " at 0x" not in shown else None), None
-        if _deterministic_v2(transform):
+        deterministic = _deterministic_v2(transform)
+        if deterministic or forced:
             try:
-                return ("v2", value_key(transform, "preprocessing")), None
+                return (("v2" if deterministic else "content"),
+                        value_key(transform, "preprocessing")), None
             except Unkeyable as err:
-                if not forced:
-                    return None, _unkeyed(err, "keyed on its repr")
-        if forced:
-            return (shown if " at 0x" not in shown else None), None
+                if forced and _repr_identifies(shown):
+                    return shown, None
+                if forced:
+                    return None, (
+                        f"{err}, which cannot be keyed by its content, and its "
+                        f"repr {shown!r} does not show what it computes")
+                return None, _unkeyed(err, "keyed on its repr")
         return None, (
             f"preprocessing={type(transform).__name__} is a callable of your "
             "own or a random transform, and a callable need not show what it "
             "computes; feature_store=True stores the features anyway, keyed on "
-            "its repr")
+            "its content")
 
     @property
     def backbone_(self):
@@ -767,16 +887,16 @@ class PretrainedFeatureExtractor(
 
     def _item_keys(self, X):
         """The content key of each input; None for a file this process has
-        not hashed when no folder is set (it is hashed as it is decoded)."""
+        not hashed as it is now: it is read once, where it is decoded, and
+        hashed and looked up there (see :class:`_KeyedImages`)."""
         if self._tabular:
             rows = np.ascontiguousarray(X, dtype=np.float32)
             return [item_key(row) for row in rows]
         _, images = as_image_collection(X)  # an NCHW array or a list
-        files = "read" if get_config()["feature_store_dir"] else "known"
         keys = []
         for i, image in enumerate(images):
             try:
-                keys.append(item_key(image, files=files))
+                keys.append(item_key(image, files="known"))
             except OSError as err:  # as the loader would say it
                 raise _read_error(i, image, err) from err
         return keys
@@ -877,8 +997,9 @@ class PretrainedFeatureExtractor(
         """Yield the network's raw output for each batch of ``X``.
 
         Every forward pass of the extractor goes through here. For keyed
-        images (``_KeyedImages``) each batch's keys and file signatures are
-        appended to the list ``keys``.
+        images (``_KeyedImages``) each batch is recorded in the list ``keys``
+        (a :class:`_KeyedBatch`), and only its items whose features are not
+        stored are computed (a batch with none yields nothing).
         """
         loader, n_batches = self._loader(X)
         if self.verbose:
@@ -901,8 +1022,9 @@ class PretrainedFeatureExtractor(
         for batch in loader:
             empty = False
             if isinstance(batch, (tuple, list)):  # keyed images
-                batch, batch_keys, signatures = batch
-                keys.append((batch_keys, signatures))
+                batch = _to_compute(X, batch, keys)
+                if batch is None:
+                    continue
             batch = batch.to(device, non_blocking=True)
             if batch.ndim == 4:
                 batch = batch.to(memory_format=memory_format)
@@ -944,37 +1066,58 @@ class PretrainedFeatureExtractor(
         rows = STORE.get_many(key, keys, self.n_features_out_)
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
-            fresh, fresh_keys = self._compute_keyed(
-                X, missing, [keys[i] for i in missing], whole=len(missing) == len(rows))
-            STORE.put_many(key, fresh_keys, fresh)
-            for j, i in enumerate(missing):
-                rows[i] = fresh[j]
+            fresh = self._compute_keyed(
+                X, missing, [keys[i] for i in missing], key,
+                whole=len(missing) == len(rows))
+            for i, row in zip(missing, fresh, strict=True):
+                rows[i] = row
         return np.stack(rows) if rows else self._compute(X)
 
-    def _compute_keyed(self, X, indices, keys, whole):
-        """Features of the items ``indices`` of ``X`` (all of them: ``whole``),
-        and the key to store each under: for a file, the hash of the very
-        bytes decoded."""
+    def _compute_keyed(self, X, indices, keys, net_key, whole):
+        """Features of the items ``indices`` of ``X`` (all of them:
+        ``whole``), stored under their keys as they are computed: for a
+        file, the hash of the very bytes decoded. A file whose key was not
+        known is looked up where it is read (the folder) and here (memory)
+        before it is computed."""
         if not self._tabular:
             kind, images = as_image_collection(X)
             if kind == "list":
-                dataset = _KeyedImages([images[i] for i in indices], indices, keys,
-                                       self.preprocessing_, self._channels)
-                batches = []
-                outputs = [out.float().cpu() for out in
-                           self._outputs(dataset, keys=batches)]
-                keys = []
-                for batch_keys, signatures in batches:
-                    for file_key, sig in zip(batch_keys, signatures, strict=True):
-                        remember(sig, file_key)  # decoded in a worker process
-                        keys.append(file_key)
-                return torch.cat(outputs).numpy(), keys
-        return self._compute(X if whole else _take(X, indices)), keys
+                return self._compute_files(images, indices, keys, net_key)
+        rows = self._compute(X if whole else _take(X, indices))
+        STORE.put_many(net_key, keys, rows)
+        return list(rows)
+
+    def _compute_files(self, images, indices, keys, net_key):
+        folder = get_config()["feature_store_dir"]
+        dataset = _KeyedImages([images[i] for i in indices], indices, keys,
+                               self.preprocessing_, self._channels,
+                               lookup=(folder, net_key, self.n_features_out_))
+        batches = []
+        outputs = [out.float().cpu() for out in self._outputs(dataset,
+                                                              keys=batches)]
+        computed = iter(torch.cat(outputs).numpy() if outputs else ())
+        rows, fresh, found, damaged = [], ([], []), ([], []), 0
+        for batch in batches:
+            damaged += batch.damaged
+            for j, (key, sig, row) in enumerate(zip(
+                    batch.keys, batch.signatures, batch.rows, strict=True)):
+                remember(sig, key)  # read in a worker process
+                into = found
+                if j in batch.computed:
+                    row, into = next(computed), fresh
+                into[0].append(key)
+                into[1].append(row)
+                rows.append(row)
+        damaged_warning(folder, damaged, stacklevel=5)
+        STORE.put_many(net_key, *found, folder=False)
+        STORE.put_many(net_key, *fresh)
+        return rows
 
     def _compute(self, X):
         outputs = [out.float().cpu() for out in self._outputs(X)]
         return torch.cat(outputs).numpy()
 
+    @sized_by(extractor_work)
     def transform(self, X):
         """Features of ``X``.
 

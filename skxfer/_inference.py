@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from ._mlp import TransferNet
+from ._threads import largest_product, sized_threads
 from ._validation import check_magnitude, validate_table
 
 # rows per matrix product at prediction (see infer_rows)
@@ -48,7 +49,8 @@ def infer_rows(module, X, device):
     rows = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
     n, block = len(rows), ROW_BLOCK
     outputs = []
-    with torch.inference_mode():
+    with torch.inference_mode(), sized_threads(largest_product(module, block),
+                                               device):
         if device.type != "cpu" and rows.numel() * 4 <= _DEVICE_ROWS_BYTES:
             rows = rows.to(device)
         for start in range(0, n, block):
@@ -69,7 +71,7 @@ def stream_images(module, extractor, X, device):
     The extractor decodes and preprocesses; memory holds a few batches.
     """
     module.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), sized_threads(None, device):
         return torch.cat([
             module(batch.to(device, non_blocking=True)).float().cpu()
             for batch in extractor.iter_preprocessed(X)

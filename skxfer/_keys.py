@@ -2,19 +2,22 @@
 
 A key is a BLAKE2b digest of what is hashed: a file's bytes, an array's dtype,
 shape and bytes, a module's class and tensors. Files are the one thing worth
-not hashing twice: a process remembers, per file, the digest of the bytes it
-read, under the file's *signature* -- absolute path, size, modification and
+not hashing twice: a process remembers, per file path, the digest of the
+bytes it read and the file's *signature* then -- size, modification and
 status-change times (nanoseconds), inode and device. A signature only ever
 skips re-hashing a file this process has already hashed; it is never a key
 itself, never written to a folder and never sent to another process.
 
-The limit: a file rewritten, within one process, with the same size, the same
-modification time, the same status-change time and the same inode is not
-seen. The status-change time (``st_ctime``) cannot be set by users -- every
-write, ``chmod`` or ``os.utime`` moves it to the present -- so a rewrite with
+The limit: a file rewritten in place, within one process, with the same size,
+the same modification time and the same status-change time is not seen. The
+status-change time (``st_ctime``) cannot be set by users -- every write,
+``chmod`` or ``os.utime`` moves it to the present -- so a rewrite with
 restored timestamps (``cp -p``, ``rsync -a``, ``tar x``, ``unzip``,
-``os.utime``) is seen; only a filesystem whose clock does not advance
-between two writes could hide one.
+``os.utime``) is seen. What can hide a rewrite is a coarse clock: Linux
+before 6.13 stamps files from a clock that advances once per timer tick (1
+to 10 ms), so a same-size rewrite within the tick of the write this process
+read can keep all three. (Replacing a file by renaming another onto it gives
+a new inode, which is seen.)
 """
 
 import builtins
@@ -26,12 +29,12 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
+import struct
 import sys
 import sysconfig
 import threading
 import types
 import weakref
-from collections import OrderedDict
 
 import numpy as np
 
@@ -68,27 +71,71 @@ def file_key(data):
     return digest("file", data)
 
 
+_CHUNK = 1 << 20  # files are hashed in chunks of this many bytes when only
+# their key is wanted
+
+
+def hash_file(path):
+    """``(key, signature)`` of a file, hashed in chunks (memory stays small).
+
+    The key equals :func:`file_key` of the file's bytes; the signature is
+    None when the file changed while it was read.
+    """
+    h = hashlib.blake2b(digest_size=DIGEST_SIZE)
+    h.update(repr("file").encode())
+    h.update(b"\0")
+    with open(path, "rb") as f:
+        before = os.fstat(f.fileno())
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+        after = os.fstat(f.fileno())
+    h.update(b"\0")
+    sig = signature(os.path.abspath(os.fspath(path)), after)
+    return h.hexdigest(), (sig if sig == signature(sig[0], before) else None)
+
+
+_STAT = struct.Struct("<QqqQQ")  # size, mtime_ns, ctime_ns, inode, device
+
+
 class _FileDigests:
-    """File signature -> digest of the bytes read, for the files hashed here."""
+    """Which files this process hashed: path -> (stat fields, digest).
+
+    One entry per path (a file rewritten replaces its entry), least recently
+    used first out past ``max_entries``. Entries are packed: a 16-byte hash of
+    the path, and 60 bytes of stat fields and digest -- about 200 bytes each
+    with the dictionary's own (see :attr:`nbytes`).
+    """
 
     def __init__(self, max_entries=1 << 18):
-        self._entries = OrderedDict()
+        self._entries = {}
         self._lock = threading.Lock()
         self.max_entries = max_entries
 
-    def get(self, signature):
-        with self._lock:
-            key = self._entries.get(signature)
-            if key is not None:
-                self._entries.move_to_end(signature)
-            return key
+    @staticmethod
+    def _split(sig):
+        path = sig[0].encode("utf-8", "surrogateescape")
+        key = hashlib.blake2b(path, digest_size=16).digest()
+        return key, _STAT.pack(*(int(v) & 0xFFFFFFFFFFFFFFFF if i in (0, 3, 4)
+                                 else int(v) for i, v in enumerate(sig[1:])))
 
-    def put(self, signature, key):
+    def get(self, sig):
+        key, stat = self._split(sig)
         with self._lock:
-            self._entries[signature] = key
-            self._entries.move_to_end(signature)
+            value = self._entries.get(key)
+            if value is None or value[:_STAT.size] != stat:
+                return None
+            del self._entries[key]  # most recently used goes last
+            self._entries[key] = value
+        return value[_STAT.size:].hex()
+
+    def put(self, sig, digest_hex):
+        key, stat = self._split(sig)
+        value = stat + bytes.fromhex(digest_hex)
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = value
             while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+                del self._entries[next(iter(self._entries))]
 
     def clear(self):
         with self._lock:
@@ -96,6 +143,15 @@ class _FileDigests:
 
     def __len__(self):
         return len(self._entries)
+
+    @property
+    def nbytes(self):
+        """Memory the entries take (the keys, the values and the table)."""
+        with self._lock:
+            n = len(self._entries)
+            table = sys.getsizeof(self._entries)
+        return table + n * (sys.getsizeof(bytes(16))
+                            + sys.getsizeof(bytes(_STAT.size + DIGEST_SIZE)))
 
 
 FILES = _FileDigests()
@@ -117,16 +173,23 @@ def known_file_key(path):
     return FILES.get(signature(os.path.abspath(os.fspath(path)), stat))
 
 
-def read_file(path):
+def read_file(path, check=None):
     """``(bytes, key, signature)`` of a file, read once.
 
     The key is the hash of exactly the bytes returned; the signature (None
     when the file changed while it was read) lets a process that did not read
     the file itself -- the parent of a ``DataLoader`` worker -- record the key
     with :func:`remember`. The reading process records it here.
+
+    ``check(file, size)`` is called on the open file before it is read whole
+    (an image's header read by PIL: a file that is not an image is refused
+    before its bytes are read); it raises to refuse the file.
     """
     with open(path, "rb") as f:
         before = os.fstat(f.fileno())
+        if check is not None:
+            check(f, before.st_size)
+            f.seek(0)
         data = f.read()
         after = os.fstat(f.fileno())
     key = file_key(data)
@@ -144,10 +207,11 @@ def remember(sig, key):
 
 
 def file_content_key(path):
-    """The key of ``path``'s bytes: remembered, or read and hashed now."""
+    """The key of ``path``'s bytes: remembered, or hashed now (in chunks)."""
     key = known_file_key(path)
     if key is None:
-        key = read_file(path)[1]
+        key, sig = hash_file(path)
+        remember(sig, key)
     return key
 
 

@@ -27,6 +27,7 @@ from ._mlp import MLP, TransferNet
 from ._net import INFERENCE_BATCH_SIZE, SkxferNet, ValidSplit, supports_fused
 from ._plan import architecture, hidden_sizes
 from ._precision import training_precision
+from ._threads import largest_product, sized_threads
 from ._validation import shallow_copy
 
 OPTIMIZERS = {
@@ -370,9 +371,13 @@ def train(net, data, epochs, name, batch_size_param):
     """skorch's training loop over ``data``; the net then rests in eval mode.
 
     Running out of GPU memory is reported with the batch sizes to lower.
+    torch runs it on the threads its batches' products can keep busy
+    (:mod:`skxfer._threads`).
     """
+    work = largest_product(net.module_, net.batch_size)
     try:
-        net.partial_fit(data, None, epochs=epochs)
+        with sized_threads(work, net.device):
+            net.partial_fit(data, None, epochs=epochs)
     except torch.cuda.OutOfMemoryError as err:
         raise torch.cuda.OutOfMemoryError(
             f"{name} ran out of GPU memory in training (batches of "

@@ -473,7 +473,7 @@ def test_torchvision_v2_transforms_are_stored_and_keyed_by_content(images, capsy
         "[PretrainedFeatureExtractor] The feature store is off: "
         "preprocessing=RandomHorizontalFlip is a callable of your own or a random "
         "transform, and a callable need not show what it computes; "
-        "feature_store=True stores the features anyway, keyed on its repr.")
+        "feature_store=True stores the features anyway, keyed on its content.")
     run(v2.Compose([v2.Lambda(lambda x: x * 2)]))
     assert entries() == 3 * len(X)
 
