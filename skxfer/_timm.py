@@ -6,8 +6,11 @@ the model registry as a read-only :class:`~skxfer._backbones.Prototype`,
 found by content: the seed of random weights, the hash of a checkpoint's
 bytes, the hashes of a ``local-dir:`` folder's ``config.json`` and weights
 file, or the name for timm's own pretrained weights (downloaded by timm into
-the Hugging Face cache). A file is read once; its tensors are loaded from the
-very bytes hashed. Preprocessing is timm's eval transform for the model's
+the Hugging Face cache). Each prototype is built once, under its key's own
+lock; random weights come from a generator of the build's own (timm's
+initialisers draw from torch's global one: the build redirects them), so no
+thread's random numbers change. A file is read once; its tensors are loaded
+from the very bytes hashed. Preprocessing is timm's eval transform for the model's
 data config (``resolve_data_config`` / ``create_transform``), applied to the
 images as timm's own loops do (8-bit images through PIL). A model's blocks,
 for freezing and layer-wise learning rates, are timm's coarse parameter
@@ -18,7 +21,6 @@ import io
 import json
 import os
 import tempfile
-import threading
 from pathlib import Path
 
 import torch
@@ -28,13 +30,13 @@ from ._backbones import (
     Prototype,
     _cached,
     _differences,
-    _keep,
+    _drawn_from,
     _mismatch_error,
+    _prototype,
     did_you_mean,
     is_checkpoint_path,
 )
 from ._keys import known_file_key, read_file
-from ._seeding import seeded
 
 PREFIX = "timm:"
 LOCAL_DIR = "local-dir:"
@@ -46,9 +48,6 @@ _FOLDER_FILES = (
     "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth",
 )
 _FOLDER_SUFFIXES = (".safetensors", ".pth", ".pth.tar", ".bin")
-# random weights are drawn from torch's global generator (timm's initialisers
-# take none): one build at a time
-_BUILD_LOCK = threading.Lock()
 
 _WEIGHTS = (
     "None (random weights, drawn from random_state), 'DEFAULT' (timm's "
@@ -141,7 +140,7 @@ def _build(name, seed, **kwargs):
     """A new timm model without its classifier, random weights from ``seed``."""
     import timm
 
-    with _BUILD_LOCK, seeded(seed):
+    with _drawn_from(seed):
         return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
 
 
@@ -181,7 +180,7 @@ def _pretrained(name, seed):
     import timm
 
     try:
-        with seeded(seed):
+        with _drawn_from(seed):
             return timm.create_model(name, pretrained=True, num_classes=0)
     except Exception as err:  # no network, a broken download, ...
         raise _download_error(name, err) from err
@@ -269,13 +268,9 @@ def _folder_weights(folder):
 
 
 def _get(key, build, keep=True):
-    """The registry's prototype under ``key``, or a new one from ``build()``."""
-    prototype = _cached(key)
-    if prototype is None:
-        prototype = Prototype(build())
-        if keep:
-            _keep(key, prototype)
-    return prototype
+    """The registry's prototype under ``key``, built by ``build()`` once (under
+    the key's own lock)."""
+    return _prototype(key, lambda: Prototype(build()), cache=keep)
 
 
 def _from_file(name, path, seed):

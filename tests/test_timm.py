@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is import
 import json  # noqa: E402
 import pickle  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -109,6 +110,26 @@ def test_random_weights_give_a_hand_loops_features(name, images, tmp_path):
     # the network runs in eval mode, without its classifier
     assert not ext.backbone_.training
     assert isinstance(ext.backbone_.get_classifier(), torch.nn.Identity)
+
+
+def test_random_weights_are_drawn_apart_from_other_threads(images, monkeypatch):
+    # timm's initialisers draw from torch's global generator; another thread
+    # that reseeds it in the middle of a build changes nothing
+    expected = hand_features(random_model("test_resnet"), images)
+    real = torch.nn.init.kaiming_normal_
+
+    def interfering(*args, **kwargs):
+        other = threading.Thread(target=lambda: (torch.manual_seed(99),
+                                                 torch.rand(10)))
+        other.start()
+        other.join()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.init, "kaiming_normal_", interfering)
+    ext = PretrainedFeatureExtractor("timm:test_resnet", weights=None,
+                                     feature_store=False, **KW).fit(images)
+    np.testing.assert_allclose(ext.transform(images), expected, rtol=1e-5,
+                               atol=1e-5)
 
 
 def write_weights(kind, folder, name="test_resnet", seed=1):
