@@ -264,7 +264,10 @@ class SkxferNet(NeuralNet):
         dtype = DTYPES.get(self.precision)
         if dtype is None:
             return super().train_step_single(batch, **fit_params)
-        self._set_training(True)
+        # skorch's own step, under autocast (its modules are module_ and
+        # criterion_: train mode set on both, with public attributes only)
+        self.module_.train(True)
+        self.criterion_.train(True)
         Xi, yi = unpack_data(batch)
         with torch.autocast(torch.device(self.device).type, dtype=dtype):
             y_pred = self.infer(Xi, **fit_params).float()
@@ -284,16 +287,14 @@ class SkxferNet(NeuralNet):
                 torch.device(self.device).type)
             if self.__dict__.get("scaler_state_"):  # carried over a warm start
                 scaler.load_state_dict(self.scaler_state_)
-        self._zero_grad_optimizer()
+        optimizer = self.optimizer_  # the one optimizer of a skxfer net
+        optimizer.zero_grad()
         step = self.train_step_single(batch, **fit_params)
-        optimizers = [getattr(self, name + "_") for name in self._optimizers]
-        for optimizer in optimizers:
-            scaler.unscale_(optimizer)
+        scaler.unscale_(optimizer)
         self.notify("on_grad_computed",
                     named_parameters=TeeGenerator(self.get_all_learnable_params()),
                     batch=batch, training=True)
-        for optimizer in optimizers:
-            scaler.step(optimizer)
+        scaler.step(optimizer)
         scaler.update()
         return step
 
