@@ -179,7 +179,10 @@ class PairedBatches:
 
     ``batches`` is the iterator skxfer's net would use without a target (the
     same batches, in the same order); each ``(X, y)`` becomes
-    ``(SourceTarget(X, X_target), y)``.
+    ``(SourceTarget(X, X_target), y)``. Only whole batches are paired: a last
+    batch smaller than the batch size is left out (as the rows are reshuffled
+    each epoch, other rows each time), unless it is the epoch's only batch --
+    a covariance or a class confusion of a few rows would be noise.
     """
 
     def __init__(self, batches, target, n_rows):
@@ -187,16 +190,21 @@ class PairedBatches:
         self.target = target
         self.n_rows = n_rows
 
+    def _sizes(self):
+        size = self.batches.batch_size
+        n_batches = max(self.n_rows // size, 1)
+        return size, n_batches, min(n_batches * size, self.n_rows)
+
     def __len__(self):
-        return len(self.batches)
+        return self._sizes()[1]
 
     def __iter__(self):
         from ._losses import SourceTarget
 
-        size = self.batches.batch_size
-        targets = self.target.batches(self.n_rows, size, self.batches)
-        # the labelled batches set the pace (the last may be dropped)
-        for (X, y), X_target in zip(self.batches, targets, strict=False):
+        size, n_batches, n_rows = self._sizes()
+        targets = self.target.batches(n_rows, size, self.batches)
+        for _, (X, y), X_target in zip(range(n_batches), self.batches, targets,
+                                       strict=False):
             yield SourceTarget(X, X_target[: len(X)]), y
 
 

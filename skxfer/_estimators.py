@@ -650,10 +650,14 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
     rows of the same size; the target rows come in a shuffled order seeded by
     ``random_state`` and reshuffled whenever they run out (a smaller target
     domain is cycled, a larger one seen over the following epochs). An epoch
-    is one pass over the labelled rows: ``max_epochs``, ``n_iter_no_change``
-    and a ``partial_fit`` call count those. The alignment term's part of each
-    epoch's training loss is in ``loss_curve_`` and, under the method's name
-    (``'coral'``, ``'mcc'``), in ``history_`` and the ``verbose`` table.
+    is one pass over the labelled rows in whole batches of ``batch_size``: a
+    shorter last batch is left out (other rows each epoch, as they are
+    reshuffled), unless it is the only one -- a covariance or a class
+    confusion of a few rows is noise. ``max_epochs``, ``n_iter_no_change``
+    and a ``partial_fit`` call count these epochs. The alignment term's part
+    of each epoch's training loss is in ``loss_curve_`` and, under the
+    method's name (``'coral'``, ``'mcc'``), in ``history_`` and the
+    ``verbose`` table.
     ``early_stopping`` holds out labelled rows; the validation loss is the
     supervised loss alone. ``sample_weight`` weighs the labelled rows. A
     wholly frozen backbone runs once and the head aligns on its features;
@@ -1153,10 +1157,14 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
     rows of the same size; the target rows come in a shuffled order seeded by
     ``random_state`` and reshuffled whenever they run out (a smaller target
     domain is cycled, a larger one seen over the following epochs). An epoch
-    is one pass over the labelled rows: ``max_epochs``, ``n_iter_no_change``
-    and a ``partial_fit`` call count those. The alignment term's part of each
-    epoch's training loss is in ``loss_curve_`` and, under the method's name
-    (``'coral'``, ``'mcc'``), in ``history_`` and the ``verbose`` table.
+    is one pass over the labelled rows in whole batches of ``batch_size``: a
+    shorter last batch is left out (other rows each epoch, as they are
+    reshuffled), unless it is the only one -- a covariance or a class
+    confusion of a few rows is noise. ``max_epochs``, ``n_iter_no_change``
+    and a ``partial_fit`` call count these epochs. The alignment term's part
+    of each epoch's training loss is in ``loss_curve_`` and, under the
+    method's name (``'coral'``, ``'mcc'``), in ``history_`` and the
+    ``verbose`` table.
     ``early_stopping`` holds out labelled rows; the validation loss is the
     supervised loss alone. ``sample_weight`` weighs the labelled rows. A
     wholly frozen backbone runs once and the head aligns on its features;

@@ -377,11 +377,11 @@ def _ids(n_source, n_target):
 def test_every_step_pairs_a_target_batch_of_its_size(n_target):
     X, y = _ids(100, n_target)
     seen = _PairSpy.of(TransferMLPClassifier(
-        (4,), adaptation="coral", batch_size=32, max_epochs=3,
+        (4,), adaptation="coral", batch_size=25, max_epochs=3,
         callbacks=[_PairSpy()], **KW).fit(X, y))
     assert len(seen.steps) == 3 * 4  # an epoch: one pass over the labelled rows
     for source, target in seen.steps:
-        assert len(source) == len(target) and len(source) in (32, 4)
+        assert len(source) == len(target) == 25
         assert (source[:, 0] < 100).all() and (target[:, 0] >= 100).all()
     ids = [int(i) - 100 for _, t in seen.steps for i in t[:, 0]]
     if n_target == 20:  # the smaller domain is cycled: 5 full rounds an epoch
@@ -392,8 +392,20 @@ def test_every_step_pairs_a_target_batch_of_its_size(n_target):
         assert sorted(ids) == list(range(300))
 
 
+def test_a_short_last_batch_is_left_out_unless_it_is_the_only_one():
+    X, y = _ids(110, 40)
+    model = TransferMLPClassifier((4,), adaptation="mcc", batch_size=25,
+                                  max_epochs=4, callbacks=[_PairSpy()], **KW)
+    seen = _PairSpy.of(model.fit(X, y))
+    assert [len(s) for s, _ in seen.steps] == [25] * 16  # 4 a epoch, not 5
+    trained = np.unique(torch.cat([s[:, 0] for s, _ in seen.steps]).numpy())
+    assert len(trained) == 110  # reshuffled each epoch: every row trains
+    few = _PairSpy.of(model.set_params(batch_size=200).fit(X, y))
+    assert [(len(s), len(t)) for s, t in few.steps] == [(110, 110)] * 4
+
+
 def test_paired_batches_are_seeded_by_random_state():
-    X, y = _ids(100, 50)
+    X, y = _ids(96, 50)
 
     def order(seed):
         seen = _PairSpy.of(TransferMLPClassifier(
@@ -409,7 +421,7 @@ def test_paired_batches_are_seeded_by_random_state():
         callbacks=[_PairSpy()], **KW).fit(X, y))
     plain = _PairSpy.of(TransferMLPClassifier(
         (4,), batch_size=32, max_epochs=2, callbacks=[_PairSpy()],
-        **KW).fit(X[:100], y[:100]))
+        **KW).fit(X[:96], y[:96]))
     assert [s[:, 0].tolist() for s, _ in seen.steps] == [
         s[:, 0].tolist() for s, _ in plain.steps]
 
@@ -469,7 +481,7 @@ def test_each_training_path_pairs_and_aligns(images, image_source, path, method,
     seen = _PairSpy.of(model)
     again = TransferMLPClassifier(**params).fit(X, y)
     assert model._plan.mode == plan
-    assert len(seen.steps) == 2 * 7
+    assert len(seen.steps) == 2 * 6  # whole batches of 16 of the 100 rows
     assert all(len(s) == len(t) for s, t in seen.steps)
     assert seen.n_target_rows() == 50
     values = model.history_[:, method]
