@@ -34,3 +34,11 @@ def test_grid_search_freezing_example(capsys):
     grid = load("grid_search_freezing").main(["--epochs", "10"])
     assert len(grid.cv_results_["params"]) == 3 * 2 * 2 + 1
     assert "held-out accuracy" in capsys.readouterr().out
+
+
+def test_deep_domain_adaptation_example(capsys):
+    results = load("deep_domain_adaptation").main(["--seeds", "1", "--epochs", "8"])
+    assert set(results) == {"source only", "CORAL", "MCC",
+                            "chosen by CircularValidation"}
+    assert results["MCC"][0] > results["source only"][0]
+    assert "target pixel shift" in capsys.readouterr().out
