@@ -15,12 +15,20 @@ runs its network) and the store's size. ``--weights`` writes resnet18's
 random weights to a state-dict file first and passes its path as
 ``weights=`` (the search fits 50 times from the file; the peak RSS is shown).
 
+``--user-module`` runs the same over a network of the user's own: a
+ResNet-18 written out as a user would (its classes and a helper function in
+this file, ``random_state``-free: built under ``torch.manual_seed(0)``),
+passed as an ``nn.Module`` with default parameters, and measures what keying
+it costs (``skxfer._keys.module_key``: its code, attributes, hooks and 47 MB
+of weights, done at every fit) against one pass over the images.
+
 ``--compare-ref REF`` runs (b) -- the search with the store -- in fresh
 processes against skxfer as it is at git ref ``REF`` and as it is here,
 alternately, ``--rounds`` times each, and prints the medians (time, passes,
 peak RSS) and their ratio. Run::
 
     python benchmarks/bench_search.py [--images 1000] [--threads 2] [--skip-plain]
+    python benchmarks/bench_search.py --user-module [--skip-plain]
     python benchmarks/bench_search.py --compare-ref main [--weights] [--rounds 3]
 """
 
@@ -36,10 +44,12 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
+from torch import nn
 
 import skxfer
 from skxfer import PretrainedFeatureExtractor
@@ -58,10 +68,84 @@ class CountingExtractor(PretrainedFeatureExtractor):
             yield out
 
 
-def search(X, y, feature_store, weights):
-    ext = CountingExtractor("resnet18", weights=weights, preprocessing=None,
-                            random_state=0, device="cpu",
-                            feature_store=feature_store)
+# ---- a network of the user's own: ResNet-18 as a notebook would write it ---------
+
+
+def conv3x3(n_in, n_out, stride=1):
+    return nn.Conv2d(n_in, n_out, 3, stride, 1, bias=False)
+
+
+class Block(nn.Module):
+    def __init__(self, n_in, n_out, stride):
+        super().__init__()
+        self.conv1, self.bn1 = conv3x3(n_in, n_out, stride), nn.BatchNorm2d(n_out)
+        self.conv2, self.bn2 = conv3x3(n_out, n_out), nn.BatchNorm2d(n_out)
+        self.down = nn.Identity()
+        if stride != 1 or n_in != n_out:
+            self.down = nn.Sequential(nn.Conv2d(n_in, n_out, 1, stride, bias=False),
+                                      nn.BatchNorm2d(n_out))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.down(x))
+
+
+class UserResNet18(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+                                  nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                                  nn.MaxPool2d(3, 2, 1))
+        blocks, n_in = [], 64
+        for n_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [Block(n_in, n_out, stride), Block(n_out, n_out, 1)]
+            n_in = n_out
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        return torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1)
+
+
+def user_module():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return UserResNet18().eval()
+
+
+def extractor(args, weights, feature_store, cls=PretrainedFeatureExtractor):
+    """The extractor of the search: resnet18 by name, or the user's module
+    with every parameter at its default (but the device and the count)."""
+    if args.user_module:
+        return cls(user_module(), device="cpu", feature_store=feature_store)
+    return cls("resnet18", weights=weights, preprocessing=None, random_state=0,
+               device="cpu", feature_store=feature_store)
+
+
+def keying(X, repeats=5):
+    """What keying the user's module costs, against one pass over ``X``:
+    ``(key seconds, key CPU seconds, pass seconds, pass CPU seconds)``,
+    medians of ``repeats`` runs."""
+    from skxfer._keys import module_key
+
+    net = user_module()
+    ext = PretrainedFeatureExtractor(net, device="cpu", feature_store=False).fit(X[:1])
+    ext.transform(X[:64])  # warm up
+    runs = {"key": [], "key_cpu": [], "pass": [], "pass_cpu": []}
+    for _ in range(repeats):
+        start, cpu = time.perf_counter(), time.process_time()
+        module_key(net)
+        runs["key"].append(time.perf_counter() - start)
+        runs["key_cpu"].append(time.process_time() - cpu)
+        start, cpu = time.perf_counter(), time.process_time()
+        ext.transform(X)
+        runs["pass"].append(time.perf_counter() - start)
+        runs["pass_cpu"].append(time.process_time() - cpu)
+    return tuple(statistics.median(runs[k]) for k in ("key", "key_cpu", "pass",
+                                                      "pass_cpu"))
+
+
+def search(X, y, feature_store, weights, args):
+    ext = extractor(args, weights, feature_store, cls=CountingExtractor)
     grid = GridSearchCV(make_pipeline(ext, LogisticRegression(max_iter=200)),
                         {"logisticregression__C": list(np.logspace(-3, 2, 10))},
                         cv=5)
@@ -100,7 +184,7 @@ def child(args):
     X, y = data(args.images)
     with tempfile.TemporaryDirectory() as folder:
         weights = weights_file(folder) if args.weights else None
-        seconds, passes = search(X, y, "auto", weights)
+        seconds, passes = search(X, y, "auto", weights, args)
     print(json.dumps({"seconds": seconds, "cpu": search.cpu, "passes": passes,
                       "rss": peak_rss()}))
 
@@ -111,9 +195,13 @@ def compare(args):
     forwarded = ["--images", str(args.images), "--threads", str(args.threads)]
     if args.weights:
         forwarded.append("--weights")
+    if args.user_module:
+        forwarded.append("--user-module")
     results = interleaved(os.path.abspath(__file__), args.compare_ref, forwarded,
                           args.rounds)
     what = "weights from a state-dict file" if args.weights else "weights=None"
+    if args.user_module:
+        what = "a ResNet-18 module of the user's own"
     print(f"(b) search with the feature store, {args.images} images, {what}, "
           f"{args.threads} threads; median of {args.rounds} interleaved runs, "
           "each in a fresh process")
@@ -141,6 +229,9 @@ def main():
                         help="skip (c), which runs the backbone 51 times")
     parser.add_argument("--weights", action="store_true",
                         help="load resnet18's weights from a state-dict file")
+    parser.add_argument("--user-module", action="store_true",
+                        help="search over a ResNet-18 nn.Module of the user's "
+                             "own (default parameters) and time keying it")
     parser.add_argument("--compare-ref", metavar="REF",
                         help="compare (b) with skxfer at git ref REF")
     parser.add_argument("--rounds", type=int, default=3)
@@ -156,9 +247,7 @@ def main():
     weights = weights_file(folder.name) if args.weights else None
 
     skxfer.clear_feature_store()
-    ext = PretrainedFeatureExtractor("resnet18", weights=weights, preprocessing=None,
-                                     random_state=0, device="cpu",
-                                     feature_store=False).fit(X[:1])
+    ext = extractor(args, weights, False).fit(X[:1])
     start = time.perf_counter()
     features = ext.transform(X)
     one_pass = time.perf_counter() - start
@@ -170,15 +259,16 @@ def main():
     heads = time.perf_counter() - start
 
     skxfer.clear_feature_store()
-    stored_s, stored_passes = search(X, y, "auto", weights)
+    stored_s, stored_passes = search(X, y, "auto", weights, args)
     info = skxfer.feature_store_info()
     rows = [("(a) one backbone pass", one_pass, 1.0),
             ("    + the same search on ready features", one_pass + heads, 1.0),
             ("(b) search, feature store", stored_s, stored_passes)]
     if not args.skip_plain:
-        plain_s, plain_passes = search(X, y, False, weights)
+        plain_s, plain_passes = search(X, y, False, weights, args)
         rows.append(("(c) search, no store", plain_s, plain_passes))
-    print(f"{args.images} images 64x64, resnet18, 5 folds x 10 C values, "
+    model = "a ResNet-18 module of the user's own" if args.user_module else "resnet18"
+    print(f"{args.images} images 64x64, {model}, 5 folds x 10 C values, "
           f"{args.threads} threads"
           + (", weights from a state-dict file" if args.weights else ""))
     print(f"{'':44s} {'seconds':>8s} {'passes/img':>10s}")
@@ -190,6 +280,13 @@ def main():
     print(f"(b) / (one pass + heads): {stored_s / (one_pass + heads):.2f}")
     if not args.skip_plain:
         print(f"(c) / (b): {plain_s / stored_s:.1f}x")
+    if args.user_module:
+        key_s, key_cpu, pass_s, pass_cpu = keying(X)
+        print(f"keying the module (done at every fit): {key_s * 1e3:.1f} ms "
+              f"({key_cpu * 1e3:.1f} ms CPU); one pass over the {len(X)} images: "
+              f"{pass_s:.2f} s ({pass_cpu:.2f} s CPU); key / pass: "
+              f"{key_s / pass_s:.1%} wall, {key_cpu / pass_cpu:.1%} CPU "
+              "(medians of 5)")
     folder.cleanup()
 
 

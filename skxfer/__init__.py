@@ -2,6 +2,7 @@
 
 from ._estimators import TransferMLPClassifier, TransferMLPRegressor
 from ._extract import PretrainedFeatureExtractor
+from ._lr_find import LRFindResult, lr_find
 from ._store import (
     clear_feature_store,
     config_context,
@@ -14,6 +15,7 @@ from ._store import (
 __version__ = "0.2.0.dev0"
 
 __all__ = [
+    "LRFindResult",
     "PretrainedFeatureExtractor",
     "TransferMLPClassifier",
     "TransferMLPRegressor",
@@ -22,6 +24,7 @@ __all__ = [
     "config_context",
     "feature_store_info",
     "get_config",
+    "lr_find",
     "prune_feature_store",
     "set_config",
 ]

@@ -117,6 +117,33 @@ def check_classes(classes, domains):
         )
 
 
+def check_validation_labels(validation, domains, task):
+    """A validation set given to ``fit`` holds labelled rows only.
+
+    Its loss is the supervised loss, so a row masked as unlabelled (-1, or
+    NaN for a regressor) has nothing to be scored on: refused with the fix.
+    """
+    if domains is None or validation is None:
+        return
+    y_val = np.asarray(validation.y)
+    if task == "regression":
+        masked = (np.isnan(y_val.astype(np.float64)) if y_val.dtype.kind in "iuf"
+                  else np.zeros(y_val.shape, bool))
+        mask = "NaN"
+    else:
+        masked = (y_val == -1) if y_val.dtype.kind in "iuf" else np.zeros(
+            y_val.shape, bool)
+        mask = "-1"
+    if masked.any():
+        n = int(masked.reshape(len(y_val), -1).any(1).sum())
+        raise ValueError(
+            f"y_val holds {n} row(s) masked as unlabelled target rows ({mask}). "
+            "The validation loss is the supervised loss, so every row of X_val "
+            "needs its label: leave the unlabelled rows out of X_val, y_val "
+            "(they belong in X, y, where they train the adaptation)."
+        )
+
+
 def _take(X, rows):
     """Rows ``rows`` of an array, a tensor or a dataset of images."""
     if isinstance(X, Dataset):

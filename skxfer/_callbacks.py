@@ -129,6 +129,9 @@ class _ValidScore(Callback):
         pred = torch.cat(self._pred).numpy()
         true = torch.cat(self._true).numpy()
         weight = torch.cat(self._weight).numpy() if self._weight else None
+        # not kept: the fitted net (and its pickle) would hold them, and the
+        # batches' targets are views of the whole validation set
+        self._pred, self._true, self._weight = [], [], []
         if weight is not None and not weight.any():
             score = np.nan  # every held-out row has weight 0: nothing to score
         elif self.classifier:

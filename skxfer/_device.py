@@ -1,5 +1,6 @@
 """Resolve the ``device`` parameter of skxfer estimators."""
 
+import multiprocessing
 import re
 
 import torch
@@ -17,13 +18,14 @@ def device_is_valid(device):
 def resolve_device(device, owner="estimator"):
     """Turn the ``device`` parameter into a concrete torch device string.
 
-    ``"auto"`` is CUDA when available, else CPU. Asking for an accelerator that
-    is not there is an error that says what to pass instead.
+    ``"auto"`` is CUDA when available (see :func:`auto_device`), else CPU.
+    Asking for an accelerator that is not there is an error that says what to
+    pass instead.
     """
     if isinstance(device, torch.device):
         device = str(device)
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return auto_device()
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(
@@ -45,6 +47,38 @@ def resolve_device(device, owner="estimator"):
             "machine. Use device='auto' or device='cpu'."
         )
     return device
+
+
+def auto_device():
+    """The device ``device="auto"`` means in this process.
+
+    The CPU without CUDA. With CUDA, ``"cuda"``: the first GPU this process
+    sees, which is the one an engine assigned when it restricts
+    ``CUDA_VISIBLE_DEVICES`` per worker (Ray's ``num_gpus``, dask-cuda). In a
+    worker of joblib's default (loky) pool, which assigns nothing, workers
+    spread over the GPUs they see: worker ``k`` (its process name
+    ``LokyProcess-k``) takes ``cuda:(k - 1) % n_gpus``.
+    """
+    if not torch.cuda.is_available():
+        return "cpu"
+    index = loky_worker_index()
+    count = torch.cuda.device_count()
+    if index is None or count < 2:
+        return "cuda"
+    return f"cuda:{index % count}"
+
+
+_LOKY_NAME = re.compile(r"^Loky\w*Process-(?:\d+:)*(\d+)$")
+
+
+def loky_worker_index():
+    """This process's 0-based index in a loky pool, or None outside one.
+
+    loky names its workers ``LokyProcess-1``, ``LokyProcess-2``, ... in the
+    order it starts them (a replaced worker takes the next number).
+    """
+    match = _LOKY_NAME.match(multiprocessing.current_process().name)
+    return None if match is None else int(match.group(1)) - 1
 
 
 def cpu_module(module):

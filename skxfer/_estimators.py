@@ -28,6 +28,7 @@ from ._adaptation import (
     CLASSIFIER_ONLY,
     METHODS,
     check_classes,
+    check_validation_labels,
     paired,
     read_training_domains,
     split_rows,
@@ -45,7 +46,13 @@ from ._callbacks import (  # noqa: F401
 from ._device import device_is_valid
 from ._extract import PretrainedFeatureExtractor
 from ._inference import infer_rows, network_of, stream_images, validate_rows
-from ._inputs import backbone_for_fit, training_inputs, training_set
+from ._inputs import (
+    backbone_for_fit,
+    given_validation,
+    training_inputs,
+    training_set,
+    validation_inputs,
+)
 from ._mlp import ACTIVATIONS, INITS
 from ._net import TrainingInterrupted
 from ._persistence import loadable_state, loaded_attributes, pickled_state
@@ -84,7 +91,8 @@ _IN_MEMORY_BYTES = 1 << 30
 # private fitted state (the public fitted attributes end with "_"); the plan
 # and the cached module_ are derived (not pickled, rebuilt on loading)
 _FITTED_PRIVATE = ("_rng", "_architecture", "_class_weights", "_class_weight_used",
-                   "_y_1d", "_split_seed", "_run_start", "_plan", "_module")
+                   "_y_1d", "_split_seed", "_run_start", "_plan", "_module",
+                   "_validation_given")
 
 
 def _is_hidden_sizes(value):
@@ -235,14 +243,22 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
 
     # ---- fitting --------------------------------------------------------------
 
-    def _fit(self, X, y, run, sample_weight=None, sample_domain=None):
-        """Check, then train a working copy and commit it whole (see Notes)."""
+    def _fit(self, X, y, run, sample_weight=None, validation=None,
+             sample_domain=None):
+        """Check, then train a working copy and commit it whole (see Notes).
+
+        ``validation``: ``fit``'s ``(X_val, y_val, sample_weight_val)``;
+        ``sample_domain``: the rows' domains (domain adaptation).
+        """
         self._check_params()
         if run.partial and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
+        validation = given_validation(*(validation or (None,) * 3),
+                                      self.early_stopping)
         if run.continuing:
             check_architecture(self._architecture, self.get_params(deep=False),
                                run.method)
+            self._check_validation_kept(validation)
         # Everything is computed on a copy and handed over at the end (stricter
         # than scikit-learn's MLP, which sets fitted attributes as it goes): a
         # fit that fails (bad data, divergence, Ctrl-C) leaves the earlier
@@ -250,8 +266,13 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
         new = shallow_copy(self) if run.continuing else fresh_copy(self,
                                                                    self._fitted())
         new.__dict__.pop("_module", None)  # a view of the earlier network
+        # once given a validation set, a model keeps needing one
+        # (_check_validation_kept)
+        new._validation_given = validation is not None or getattr(
+            new, "_validation_given", False)
         try:
-            done = new._train(X, y, run, sample_weight, sample_domain)
+            done = new._train(X, y, run, sample_weight, validation,
+                              sample_domain)
         except TrainingInterrupted as err:
             raise err.__cause__ from None
         commit_fitted(self, new, self._fitted() + tuple(new._fitted()))
@@ -267,6 +288,20 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
             )
         return self
 
+    def _check_validation_kept(self, validation):
+        """A model fitted on a validation set of its own goes on validating on
+        one: every row of its ``X`` has trained it, so a split of them would
+        validate on training data."""
+        if (validation is None and self.early_stopping
+                and getattr(self, "_validation_given", False)):
+            raise ValueError(
+                f"This {type(self).__name__} was fitted with a validation set "
+                "of its own (X_val, y_val), so all of its training data has "
+                "trained the network: a validation split of X would score it on "
+                "rows it has learned. Pass X_val and y_val again to continue "
+                "with early_stopping=True, or fit anew (warm_start=False)."
+            )
+
     def _fitted(self):
         """Names of the fitted attributes (public ones end with '_')."""
         params = self.get_params(deep=False)
@@ -276,7 +311,8 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
         )
         return public + _FITTED_PRIVATE
 
-    def _train(self, X, y, run, sample_weight, sample_domain):
+    def _train(self, X, y, run, sample_weight, validation=None,
+               sample_domain=None):
         """The steps of one fit, on the working copy that :meth:`_fit` made.
 
         Each step is a function of explicit inputs that returns what it
@@ -288,6 +324,7 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
         domains = read_training_domains(params, y, sample_domain, self._task,
                                         type(self).__name__)
         check_classes(run.classes, domains)
+        check_validation_labels(validation, domains, self._task)
         # 2. settle the run: device, random state, the run's one seed
         setup = (
             continue_run(params, self.device_, self._rng, self._split_seed,
@@ -306,16 +343,19 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
                                    reset=not run.continuing,
                                    in_memory_bytes=_IN_MEMORY_BYTES)
             X, y, sample_weight, X_target = split_rows(X, y, sample_weight, domains)
-            # 5. targets and weights: the training set (with the target rows)
+            # 5. targets and weights: the training set (with the target rows),
+            # a given validation set
             targets = self._encode_targets(y, run)
             data = paired(training_set(X, targets.y, sample_weight, setup.device),
                           X_target, setup.seed, setup.device)
+            valid = None if validation is None else self._validation_set(
+                validation, plan, extractor, targets, setup)
         # a seed of its own: the head starts the same whatever the backbone drew
         with seeded(setup.seed, setup.device):
             # 6. the net: a new module, or a copy of the fitted one
             net, extractor = build_net(
                 params, plan, run, setup, targets, extractor, data,
-                fitted=self.net_ if run.continuing else None,
+                fitted=self.net_ if run.continuing else None, valid=valid,
             )
             # 7. skorch's loop
             train(net, data, run.epochs, type(self).__name__, params["batch_size"])
@@ -333,6 +373,19 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
     def _encode_targets(self, y, run):
         """``y`` for the loss, as a :class:`~skxfer._training.Targets`."""
         raise NotImplementedError
+
+    def _encode_y_val(self, y_val, targets):
+        """``y_val`` encoded as ``targets`` encodes ``y``."""
+        raise NotImplementedError
+
+    def _validation_set(self, validation, plan, extractor, targets, setup):
+        """The net's validation set from a :class:`~skxfer._inputs.Validation`."""
+        X_val, y_val = validation_inputs(self, plan, extractor, validation.X,
+                                         validation.y,
+                                         in_memory_bytes=_IN_MEMORY_BYTES)
+        return training_set(X_val, self._encode_y_val(y_val, targets),
+                            validation.sample_weight, setup.device,
+                            weight_name="sample_weight_val")
 
     # ---- fitted state -------------------------------------------------------
 
@@ -658,7 +711,8 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
     of each epoch's training loss is in ``loss_curve_`` and, under the
     method's name (``'coral'``, ``'mcc'``), in ``history_`` and the
     ``verbose`` table.
-    ``early_stopping`` holds out labelled rows; the validation loss is the
+    ``early_stopping`` holds out labelled rows (or stops on ``X_val``,
+    ``y_val``, which hold labelled rows only); the validation loss is the
     supervised loss alone. ``sample_weight`` weighs the labelled rows. A
     wholly frozen backbone runs once and the head aligns on its features;
     otherwise the whole network is aligned. Predictions take any rows,
@@ -771,7 +825,8 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
             ),
         }
 
-    def fit(self, X, y, sample_weight=None, *, sample_domain=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None, sample_domain=None):
         """Fit the network to data ``X`` and class labels ``y``.
 
         Parameters
@@ -787,6 +842,19 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
             ``sum(w_i * c_i * l_i) / sum(w_i * c_i)`` over each batch (``c``:
             the class weights; the validation loss is weighted the same way).
             None: equal weights.
+        X_val : array-like of shape (n_val, n_features), default=None
+            A validation set of your own for early stopping (needs
+            ``early_stopping=True``), in the form of ``X``: training then
+            uses all of ``X`` and stops on this set instead of a split of
+            ``X``, and ``validation_scores_`` and the validation loss are
+            its. In a ``Pipeline``, ``transform_input=["X_val"]`` (with
+            metadata routing) transforms it as ``X``. A model fitted with one
+            continues (``warm_start``) with early stopping only on one.
+        y_val : array-like of shape (n_val,), default=None
+            Its class labels, among those of ``y``.
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation samples in the validation loss and
+            score. None: equal weights.
         sample_domain : array-like of shape (n_samples,) or int, default=None
             The domain of each row: source rows > 0, target rows < 0 (skada's
             convention). With it, -1 in ``y`` marks unlabelled target rows
@@ -801,7 +869,8 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
             The fitted estimator.
         """
         run = Run(continuing=self.warm_start and hasattr(self, "net_"))
-        return self._fit(X, y, run, sample_weight, sample_domain)
+        return self._fit(X, y, run, sample_weight,
+                         (X_val, y_val, sample_weight_val), sample_domain)
 
     def partial_fit(self, X, y, classes=None, sample_weight=None, *,
                     sample_domain=None):
@@ -841,7 +910,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
                 "partial_fit(X, y, classes=np.unique(y_all))."
             )
         run = Run(continuing=continuing, partial=True, epochs=1, classes=classes)
-        return self._fit(X, y, run, sample_weight, sample_domain)
+        return self._fit(X, y, run, sample_weight, sample_domain=sample_domain)
 
     def _encode_targets(self, y, run):
         check_classification_targets(y)
@@ -897,6 +966,20 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         return Targets(y_encoded, len(known), classifier=True,
                        criterion=self._criterion, class_weights=weights,
                        fitted=fitted)
+
+    def _encode_y_val(self, y_val, targets):
+        try:
+            check_classification_targets(y_val)
+        except ValueError as err:
+            raise ValueError(f"In y_val: {err}") from err
+        known = targets.fitted["classes_"]
+        unseen = ~np.isin(y_val, known)
+        if unseen.any():
+            raise ValueError(
+                f"y_val holds labels {np.unique(y_val[unseen])!r} that are not "
+                f"among the classes of y, {known!r}."
+            )
+        return np.searchsorted(known, y_val).astype(np.int64)
 
     def predict_proba(self, X):
         """Class probabilities of ``X``.
@@ -1165,7 +1248,8 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
     of each epoch's training loss is in ``loss_curve_`` and, under the
     method's name (``'coral'``, ``'mcc'``), in ``history_`` and the
     ``verbose`` table.
-    ``early_stopping`` holds out labelled rows; the validation loss is the
+    ``early_stopping`` holds out labelled rows (or stops on ``X_val``,
+    ``y_val``, which hold labelled rows only); the validation loss is the
     supervised loss alone. ``sample_weight`` weighs the labelled rows. A
     wholly frozen backbone runs once and the head aligns on its features;
     otherwise the whole network is aligned. Predictions take any rows,
@@ -1281,7 +1365,8 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         self.adaptation_weight = adaptation_weight
         self.adaptation_layer = adaptation_layer
 
-    def fit(self, X, y, sample_weight=None, *, sample_domain=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None, sample_domain=None):
         """Fit the network to data ``X`` and targets ``y``.
 
         Parameters
@@ -1297,6 +1382,19 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
             ``sum(w_i * l_i) / sum(w_i)`` over each batch (``l_i``: the squared
             error averaged over the targets; the validation loss is weighted
             the same way). None: equal weights.
+        X_val : array-like of shape (n_val, n_features), default=None
+            A validation set of your own for early stopping (needs
+            ``early_stopping=True``), in the form of ``X``: training then
+            uses all of ``X`` and stops on this set instead of a split of
+            ``X``, and ``validation_scores_`` and the validation loss are
+            its. In a ``Pipeline``, ``transform_input=["X_val"]`` (with
+            metadata routing) transforms it as ``X``. A model fitted with one
+            continues (``warm_start``) with early stopping only on one.
+        y_val : array-like of shape (n_val,) or (n_val, n_outputs), default=None
+            Its target values, as many per sample as in ``y``.
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation samples in the validation loss and
+            score. None: equal weights.
         sample_domain : array-like of shape (n_samples,) or int, default=None
             The domain of each row: source rows > 0, target rows < 0 (skada's
             convention). With it, NaN in ``y`` marks unlabelled target rows
@@ -1311,7 +1409,8 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
             The fitted estimator.
         """
         run = Run(continuing=self.warm_start and hasattr(self, "net_"))
-        return self._fit(X, y, run, sample_weight, sample_domain)
+        return self._fit(X, y, run, sample_weight,
+                         (X_val, y_val, sample_weight_val), sample_domain)
 
     def partial_fit(self, X, y, sample_weight=None, *, sample_domain=None):
         """Train for one epoch on ``(X, y)``, continuing from the current weights.
@@ -1341,7 +1440,7 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
             The updated estimator.
         """
         run = Run(continuing=hasattr(self, "net_"), partial=True, epochs=1)
-        return self._fit(X, y, run, sample_weight, sample_domain)
+        return self._fit(X, y, run, sample_weight, sample_domain=sample_domain)
 
     def _encode_targets(self, y, run):
         y = np.asarray(y, dtype=np.float32)
@@ -1355,6 +1454,16 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
                                             "_y_1d": y.ndim == 1}
         return Targets(y2d, y2d.shape[1], classifier=False,
                        criterion=self._criterion, fitted=fitted)
+
+    def _encode_y_val(self, y_val, targets):
+        y_val = np.asarray(y_val, dtype=np.float32)
+        y2d = y_val.reshape(-1, 1) if y_val.ndim == 1 else y_val
+        if y2d.shape[1] != targets.n_outputs:
+            raise ValueError(
+                f"y_val has {y2d.shape[1]} target(s), but y has "
+                f"{targets.n_outputs}."
+            )
+        return y2d
 
     def predict(self, X):
         """Predicted targets of ``X``.

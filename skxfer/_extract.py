@@ -47,7 +47,16 @@ from ._images import (
     preprocess,
     stack_images,
 )
-from ._keys import item_key, module_digest, read_file, remember
+from ._keys import (
+    Unkeyable,
+    global_hooks_key,
+    item_key,
+    module_digest,
+    module_key,
+    read_file,
+    remember,
+    value_key,
+)
 from ._seeding import derive_seed, seeded
 from ._store import (
     STORE,
@@ -138,6 +147,42 @@ class _Read(NamedTuple):
     identity: object  # what identifies the numbers (None: not stored)
     n_in: object  # the width of tabular input (a fitted tabular source)
     preprocessing: object
+    unkeyed: object = None  # why the network is not stored (shown at verbose)
+
+
+# torchvision v2 transforms that draw random numbers, or that run a callable
+# of the user's (Lambda): not stored unless feature_store=True. Others named
+# Random* or drawing parameters per call (make_params) are found by rule.
+_UNSTORED_V2 = frozenset((
+    "AugMix", "AutoAugment", "ColorJitter", "CutMix", "ElasticTransform",
+    "GaussianBlur", "GaussianNoise", "JPEG", "Lambda", "MixUp", "RandAugment",
+    "ScaleJitter", "TrivialAugmentWide",
+))
+
+
+def _unkeyed(err, anyway):
+    """Why a network is not stored, for the note at ``verbose``."""
+    return (f"{err}, which cannot be keyed by its content; feature_store=True "
+            f"stores the features anyway, {anyway}")
+
+
+def _deterministic_v2(transform):
+    """Whether ``transform`` is torchvision's own v2 transform (or a
+    ``v2.Compose`` of them) that computes the same output for the same
+    input: then it is keyed by content, like a module."""
+    try:
+        from torchvision.transforms import v2
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return False
+    kind = type(transform)
+    name = kind.__name__
+    if (getattr(v2, name, None) is not kind or name.startswith("Random")
+            or name in _UNSTORED_V2
+            or kind.make_params is not v2.Transform.make_params):
+        return False
+    if isinstance(transform, v2.Compose):
+        return all(_deterministic_v2(t) for t in transform.transforms)
+    return True
 
 
 class _Meta(NamedTuple):
@@ -221,15 +266,20 @@ def build_network(module, *, copy, cut, layer, pooling, pooled, channels_last,
 
 class _Recipe:
     """What a fit served by the feature store read, kept for a build at first
-    use: a reference to the registry's prototype (free: no copy) and how to
-    build from it."""
+    use, and how to build from it: a reference to the registry's prototype
+    (``shared``: free, no copy; built on a copy), or the copy the fit made of
+    a module of the user's (the extractor's own: built in place, once)."""
 
-    def __init__(self, prototype, **how):
-        self.prototype = prototype
+    def __init__(self, module, shared, **how):
+        self.prototype = module if shared else None
+        self.module = None if shared else module
         self.how = how
 
     def build(self):
-        return build_network(self.prototype.module, copy=True, **self.how)
+        if self.prototype is not None:
+            return build_network(self.prototype.module, copy=True, **self.how)
+        module, self.module = self.module, None
+        return build_network(module, copy=False, **self.how)
 
 
 class _NamedBytes(io.BytesIO):
@@ -377,14 +427,20 @@ class PretrainedFeatureExtractor(
         :func:`skxfer.set_config`), so that a grid search or repeated
         ``transform`` runs the network once per distinct image. Keys are the
         content of each input (array bytes, PIL pixels, a file's bytes) and
-        of the network (its weights' bytes, layer, pooling, preprocessing,
-        precision, device type). 'auto': on for torchvision
-        models and fitted skxfer networks; off for a module of your own,
-        whose code could change without its weights changing (True keys it
-        on its structure and weights). So does a ``preprocessing`` of your
-        own (a callable need not show what it computes); True keys it on its
-        ``repr``. Treat ``backbone_`` as frozen: after changing its weights in
-        place, call :func:`skxfer.clear_feature_store`.
+        of the network: a torchvision model's weights; for a module of your
+        own, everything that decides its output (structure, weights,
+        attributes, its classes' code and what that code reads from its
+        globals, hooks); and the layer, pooling, preprocessing, precision
+        and device type. 'auto': on, except for a module with a part that
+        cannot be keyed (an open file, a lock; ``verbose`` names it) and for
+        a ``preprocessing`` of your own other than torchvision's v2
+        transforms that draw no random numbers (a callable need not show
+        what it computes). True: on, keying a module of your own on its
+        structure and weights only and a preprocessing on its ``repr`` (you
+        answer for the rest). Not seen: state read through libraries, files
+        or the environment; see the README. Treat
+        ``backbone_`` as frozen: after changing its weights in place, call
+        :func:`skxfer.clear_feature_store`.
 
     Attributes
     ----------
@@ -480,7 +536,7 @@ class PretrainedFeatureExtractor(
                          transform)
         if is_fitted_source(self.model):
             net, n_in, transform = source_backbone(self.model)
-            identity = ("source", module_digest(net))
+            identity, unkeyed = self._module_identity("source", net)
             if self.preprocessing != "auto":
                 transform = self.preprocessing
         else:
@@ -494,9 +550,27 @@ class PretrainedFeatureExtractor(
                     )
                 load_checkpoint(net, self.weights)
             transform = None if self.preprocessing == "auto" else self.preprocessing
-            identity = None if self.feature_store is not True else (
-                "module", repr(net), module_digest(net))
-        return _Read(net, False, False, identity, n_in, transform)
+            identity, unkeyed = self._module_identity("module", net)
+        return _Read(net, False, False, identity, n_in, transform, unkeyed)
+
+    def _module_identity(self, kind, net):
+        """``(identity, why not)`` of a module of the user's or a source's.
+
+        ``feature_store='auto'``: its content key (see
+        :func:`skxfer._keys.module_key`), or None and what cannot be keyed.
+        ``feature_store=True``: its structure and weights only -- the user
+        answers for the rest (a part that cannot be keyed, or state that
+        changes at every call, such as a counter).
+        """
+        if self.feature_store is False:
+            return None, None
+        if self.feature_store is True:
+            return (kind, repr(net), module_digest(net)), None
+        try:
+            return (kind, module_key(net)), None
+        except Unkeyable as err:
+            return None, _unkeyed(
+                err, "keyed on the network's structure and weights only")
 
     def fit(self, X, y=None):
         """Read the network's weights and build it; ``X`` fixes the output width.
@@ -543,7 +617,9 @@ class PretrainedFeatureExtractor(
                     f"X has {X.shape[1]} features, but the backbone was trained "
                     f"on {read.n_in}. Transfer needs the same input features."
                 )
-        new._store_key = self._store_key_of(read.identity, new)
+        new._store_key, unkeyed = self._store_key_of(read, new)
+        if unkeyed and self.verbose:
+            print(f"[{type(self).__name__}] The feature store is off: {unkeyed}.")
         key = new._active_store_key()
         first = X.iloc[:1] if hasattr(X, "iloc") else X[:1]
         meta = STORE.meta.get(key) if key is not None else None
@@ -551,23 +627,21 @@ class PretrainedFeatureExtractor(
         if meta is not None:
             new._channels, new._conv = meta.channels, meta.channels is not None
             stored = STORE.get_many(key, new._item_keys(first), meta.width)[0]
-        if stored is not None and read.shared:
-            # nothing in fit needs the network: it is built from the prototype
-            # the first time it is used (a transform that misses the store, a
-            # fine-tuning estimator, pickling). A search over stored features
-            # pays no model copy per fit.
-            new._recipe = _Recipe(read.module, pooled=meta.pooled, **how)
+        if stored is not None:
+            # nothing in fit needs the network: it is built the first time it
+            # is used (a transform that misses the store, a fine-tuning
+            # estimator, pickling). A search over stored features pays no
+            # model copy per fit for a prototype, and no build for a module.
+            new._recipe = _Recipe(read.module, read.shared, pooled=meta.pooled,
+                                  **how)
             new.n_features_out_ = meta.width
             return
-        pooled = meta.pooled if stored is not None else False
+        pooled = False
         body = build_network(read.module.module if read.shared else read.module,
                              copy=read.shared, pooled=pooled, **how)
         new.backbone_ = body
         new._channels = input_channels(body)
         new._conv = new._channels is not None
-        if stored is not None:  # the width of this very input, already stored
-            new.n_features_out_ = meta.width
-            return
         out, first_key = new._probe(first)  # learn the output from one sample
         if not (torch.is_tensor(out) and out.ndim == 2):
             # spatial maps, token sequences or tuples: pool them to vectors
@@ -594,20 +668,54 @@ class PretrainedFeatureExtractor(
                 return out, item_key_
         return next(self._outputs(first)), self._item_keys(first)[0]
 
-    def _store_key_of(self, identity, new):
-        """The network's key in the feature store, or None when not stored."""
-        # a preprocessing of the user's own is a callable whose repr need not
-        # show what it computes (a Lambda, a module): only the weights' own
-        # transforms and None are keyed, unless feature_store=True
-        preprocessing = repr(new.preprocessing_)
-        own = self.preprocessing not in ("auto", None)
-        if (identity is None or self.feature_store is False
-                or (own and self.feature_store != True)  # noqa: E712 ('auto')
-                or " at 0x" in preprocessing):
-            return None
-        return digest(identity, self.layer, self.pooling, preprocessing,
-                      self.mixed_precision, self.channels_last,
-                      torch.device(new.device_).type, new._tabular)
+    def _store_key_of(self, read, new):
+        """``(key, why not)``: the network's key in the feature store, or
+        None and, where it says something, why it is not stored."""
+        if read.identity is None or self.feature_store is False:
+            return None, read.unkeyed
+        forced = self.feature_store is True
+        preprocessing, unkeyed = self._preprocessing_identity(new.preprocessing_,
+                                                              forced)
+        if preprocessing is None:
+            return None, unkeyed
+        try:  # torch's global forward hooks run in every module
+            hooks = global_hooks_key()
+        except Unkeyable as err:
+            if not forced:
+                return None, _unkeyed(err, "without them in the key")
+            hooks = "not keyed"
+        parts = [read.identity, self.layer, self.pooling, preprocessing,
+                 self.mixed_precision, self.channels_last,
+                 torch.device(new.device_).type, new._tabular]
+        if hooks is not None:
+            parts.append(hooks)
+        return digest(*parts), None
+
+    def _preprocessing_identity(self, transform, forced):
+        """``(identity, why not)`` of the preprocessing used.
+
+        The weights' own transforms and None by their repr; torchvision's v2
+        transforms that draw no random numbers by content (their repr leaves
+        out a ``ToDtype``'s dtype). Another callable need not show what it
+        computes: keyed by its repr with ``feature_store=True`` (an address
+        in it is refused), else not stored.
+        """
+        shown = repr(transform)
+        if self.preprocessing in ("auto", None):
+            return (shown if " at 0x" not in shown else None), None
+        if _deterministic_v2(transform):
+            try:
+                return ("v2", value_key(transform, "preprocessing")), None
+            except Unkeyable as err:
+                if not forced:
+                    return None, _unkeyed(err, "keyed on its repr")
+        if forced:
+            return (shown if " at 0x" not in shown else None), None
+        return None, (
+            f"preprocessing={type(transform).__name__} is a callable of your "
+            "own or a random transform, and a callable need not show what it "
+            "computes; feature_store=True stores the features anyway, keyed on "
+            "its repr")
 
     @property
     def backbone_(self):

@@ -5,7 +5,11 @@ Three steps of ``fit``, each a function of explicit inputs:
 settles the model's shape (:class:`~skxfer._plan.TransferPlan`);
 :func:`training_inputs` turns ``X`` into what the net trains on, by the plan;
 :func:`training_set` joins it with the encoded targets and sample weights.
+A validation set given to ``fit`` (:func:`given_validation`) takes the same
+path (:func:`validation_inputs`).
 """
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -130,15 +134,67 @@ def training_inputs(estimator, plan, extractor, X, y, *, reset, in_memory_bytes)
     return images, y
 
 
-def training_set(X, y, sample_weight, device):
+def training_set(X, y, sample_weight, device, weight_name="sample_weight"):
     """The net's training set: inputs, encoded targets and sample weights.
 
     A ``TensorData`` (moved to ``device`` when it fits) for data in memory, a
     ``Labelled`` dataset for images that stream from their source.
+    ``weight_name`` names the weights in messages.
     """
-    weight = check_sample_weight(sample_weight, len(y))
+    weight = check_sample_weight(sample_weight, len(y), name=weight_name)
     extras = {} if weight is None else {"sample_weight": torch.from_numpy(weight)}
     y = torch.as_tensor(y)
     if isinstance(X, Dataset):
         return Labelled(X, y, extras)
     return as_tensor_data(X, y, device, extras)
+
+
+class Validation(NamedTuple):
+    """A validation set given to ``fit``: ``X_val``, ``y_val``, their weights."""
+
+    X: object
+    y: object
+    sample_weight: object = None
+
+
+def given_validation(X_val, y_val, sample_weight_val, early_stopping):
+    """``fit``'s validation set as a :class:`Validation`, or None.
+
+    As in scikit-learn's ``HistGradientBoosting*``: ``X_val`` and ``y_val``
+    come together, and only with ``early_stopping=True``, which stops on
+    them instead of on a split of the training data. ``sample_weight_val``
+    needs them (scikit-learn ignores it alone; here that is an error).
+    """
+    if X_val is None and y_val is None:
+        if sample_weight_val is not None:
+            raise ValueError(
+                "sample_weight_val is provided, but X_val and y_val were not "
+                "provided."
+            )
+        return None
+    if y_val is None:
+        raise ValueError("X_val is provided, but y_val was not provided.")
+    if X_val is None:
+        raise ValueError("y_val is provided, but X_val was not provided.")
+    if not early_stopping:
+        raise ValueError(
+            "X_val and y_val are passed to fit while early_stopping is False. "
+            "The validation set serves early stopping: set early_stopping=True "
+            "to stop on it, or leave X_val and y_val out."
+        )
+    return Validation(X_val, y_val, sample_weight_val)
+
+
+def validation_inputs(estimator, plan, extractor, X_val, y_val, *, in_memory_bytes):
+    """``(X_val, y_val)`` as :func:`training_inputs` makes the training data.
+
+    Checked against the training data (the number of features and their
+    names), and passed through the same backbone: on the features-then-head
+    path the feature store serves the validation images too. A problem is
+    reported as the validation set's.
+    """
+    try:
+        return training_inputs(estimator, plan, extractor, X_val, y_val,
+                               reset=False, in_memory_bytes=in_memory_bytes)
+    except ValueError as err:
+        raise type(err)(f"In X_val, y_val: {err}") from err

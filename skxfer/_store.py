@@ -7,9 +7,12 @@ through the same network is a look-up.
 
 Keys are content (see ``_keys``):
 
-- the network: a hash of its weights and buffers (the bytes), its class, and
-  everything else that changes the numbers (layer, pooling, preprocessing,
-  mixed precision, memory layout, device type);
+- the network: for a torchvision model a hash of its weights and buffers
+  (the bytes); for a module of the user's, everything that decides its
+  output (``_keys.module_key``: structure, weights, attributes, code, the
+  globals the code reads, hooks); and everything else that changes the
+  numbers (layer, pooling, preprocessing, mixed precision, memory layout,
+  device type, torch's global forward hooks);
 - each input: the bytes of an array image (with dtype and shape), the pixels
   of a PIL image, or the bytes of a file.
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
+from skorch.helper import predefined_split
 
 from ._adaptation import adaptation_terms
 from ._callbacks import stopped_early, training_callbacks
@@ -190,11 +191,15 @@ def build_module(params, plan, extractor, n_features, n_outputs):
     return module
 
 
-def batch_size(params, plan, n_samples):
-    """``batch_size`` with 'auto' resolved for ``n_samples`` training rows."""
+def batch_size(params, plan, n_samples, split=True):
+    """``batch_size`` with 'auto' resolved for ``n_samples`` training rows.
+
+    ``split``: with ``early_stopping``, whether a validation split is taken
+    from them (not when ``fit`` is given a validation set).
+    """
     if params["batch_size"] != "auto":
         return params["batch_size"]
-    if params["early_stopping"]:  # the rows left for training (see ValidSplit)
+    if params["early_stopping"] and split:  # the rows left for training
         n_samples -= math.ceil(n_samples * params["validation_fraction"])
     if plan.trains_on_rows:
         low, high = _AUTO_BATCH_ROWS
@@ -232,15 +237,20 @@ def _idle_callbacks(params, train_split):
     return idle
 
 
-def net_settings(params, plan, run, setup, targets, extractor, n_samples):
+def net_settings(params, plan, run, setup, targets, extractor, n_samples,
+                 valid=None):
     """The skorch net's keyword arguments for this run (all but the module).
 
-    Optimizer and learning-rate groups, the validation split, the callbacks
-    (freezing, stopping, the user's), the loss and its extra terms, batching.
+    Optimizer and learning-rate groups, the validation split (or ``valid``,
+    a validation set given to ``fit``, as the dataset early stopping reads),
+    the callbacks (freezing, stopping, the user's), the loss and its extra
+    terms, batching.
     """
     opt_cls, opt_kwargs = optimizer_config(params, setup.device)
     train_split = None
-    if params["early_stopping"]:
+    if valid is not None:
+        train_split = predefined_split(valid)
+    elif params["early_stopping"]:
         train_split = ValidSplit(
             params["validation_fraction"],
             stratified=targets.classifier,
@@ -262,7 +272,7 @@ def net_settings(params, plan, run, setup, targets, extractor, n_samples):
         criterion["criterion__weight"] = torch.as_tensor(
             targets.class_weights, dtype=torch.float32)
     return dict(
-        batch_size=batch_size(params, plan, n_samples),
+        batch_size=batch_size(params, plan, n_samples, split=valid is None),
         loss_terms=terms,
         criterion=targets.criterion,
         optimizer=opt_cls,
@@ -292,14 +302,16 @@ def running(extractor, backbone):
     return extractor
 
 
-def build_net(params, plan, run, setup, targets, extractor, data, fitted=None):
+def build_net(params, plan, run, setup, targets, extractor, data, fitted=None,
+              valid=None):
     """The skorch net of this run, initialised; and the extractor it runs.
 
     A new fit builds a new module (:func:`build_module`). A continuation
     (``fitted``: the fitted net) trains a copy of the fitted network with the
     current hyper-parameters; its history and -- for the same optimizer
     class -- its optimizer's state carry over. ``fitted`` is only read, so a
-    failed continuation changes nothing.
+    failed continuation changes nothing. ``valid``: a validation set given
+    to ``fit`` (see :func:`net_settings`).
     """
     if fitted is None:
         n_features = (data.X.shape[1] if extractor is None
@@ -310,7 +322,8 @@ def build_net(params, plan, run, setup, targets, extractor, data, fitted=None):
         if plan.end_to_end:  # the extractor runs the network being trained
             module.bn_mode = params["bn_mode"]
             extractor = running(extractor, module.backbone)
-    settings = net_settings(params, plan, run, setup, targets, extractor, len(data))
+    settings = net_settings(params, plan, run, setup, targets, extractor, len(data),
+                            valid=valid)
     # domain adaptation: alignment terms where the training set holds target rows
     settings["loss_terms"] = [*settings["loss_terms"],
                               *adaptation_terms(params, plan, module, data)]
@@ -371,6 +384,8 @@ def train(net, data, epochs, name, batch_size_param):
     # fitted networks rest in eval mode: the extractor, module_ and
     # predictions all see the trained BatchNorm statistics
     net.module_.eval()
+    if net.train_split is not None and not isinstance(net.train_split, ValidSplit):
+        net.train_split = None  # a validation set given to fit is not kept
     return net
 
 

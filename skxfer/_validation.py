@@ -122,11 +122,12 @@ def check_magnitude(X):
             )
 
 
-def check_sample_weight(sample_weight, n_samples):
+def check_sample_weight(sample_weight, n_samples, name="sample_weight"):
     """``sample_weight`` as a new float32 array of ``n_samples``, or None.
 
     A number gives every sample that weight; weights must be finite and >= 0.
-    The caller's array is never written to.
+    The caller's array is never written to. ``name`` is the argument's name
+    in messages (``sample_weight_val`` for a validation set's weights).
     """
     from numbers import Number
 
@@ -137,21 +138,22 @@ def check_sample_weight(sample_weight, n_samples):
     if isinstance(sample_weight, Number):
         sample_weight = np.full(n_samples, sample_weight, dtype=np.float64)
     w = check_array(sample_weight, ensure_2d=False, dtype=np.float64,
-                    input_name="sample_weight", copy=True)
+                    input_name=name, copy=True)
     if w.ndim != 1:
         raise ValueError(
             f"Sample weights must be 1D array or scalar; got shape {w.shape}."
         )
     if w.shape[0] != n_samples:
         raise ValueError(
-            f"sample_weight.shape == {w.shape}, expected {(n_samples,)}: one "
+            f"{name}.shape == {w.shape}, expected {(n_samples,)}: one "
             "weight per sample."
         )
     if (w < 0).any():
-        raise ValueError("Negative values in data passed to sample_weight.")
+        raise ValueError(f"Negative values in data passed to {name}.")
     if not w.any():
         raise ValueError(
-            "Sample weights are all zero: at least one weight must be non-zero."
+            "Sample weights are all zero: at least one weight must be non-zero"
+            + ("." if name == "sample_weight" else f" ({name}).")
         )
     return w.astype(np.float32)
 

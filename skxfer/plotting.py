@@ -1,4 +1,6 @@
-"""Plots of fitted skxfer estimators (needs matplotlib: ``pip install "skxfer[plot]"``).
+"""Plots of fitted skxfer estimators and of :func:`skxfer.lr_find`.
+
+Needs matplotlib: ``pip install "skxfer[plot]"``.
 
 Examples
 --------
@@ -83,5 +85,69 @@ def plot_history(estimator, ax=None):
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(f"{type(estimator).__name__} training history")
+    ax.legend()
+    return ax
+
+
+def plot_lr_find(result, ax=None):
+    """The learning-rate range test of :func:`skxfer.lr_find`, suggestion marked.
+
+    The training loss of each step (faint) and its smoothed curve against
+    the learning rate (log scale), with a dot at the suggested rate.
+
+    Parameters
+    ----------
+    result : LRFindResult
+        What :func:`skxfer.lr_find` returned.
+    ax : matplotlib Axes, default=None
+        Where to draw; a new figure when None.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+        The axes drawn on.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn.datasets import load_digits
+    >>> from skxfer import TransferMLPClassifier, lr_find
+    >>> from skxfer.plotting import plot_lr_find
+    >>> X, y = load_digits(return_X_y=True)
+    >>> result = lr_find(TransferMLPClassifier((32,), random_state=0), X / 16, y)
+    >>> ax = plot_lr_find(result)
+    >>> [line.get_label() for line in ax.get_lines()]
+    ['loss', 'smoothed loss']
+    """
+    import numpy as np
+
+    if not all(hasattr(result, k) for k in ("lrs", "smoothed_losses",
+                                            "suggested_lr")):
+        raise TypeError(
+            f"plot_lr_find needs the result of skxfer.lr_find; got "
+            f"{type(result).__name__}."
+        )
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    lrs, smoothed = result.lrs, result.smoothed_losses
+    ax.plot(lrs, result.losses, color="C0", alpha=0.3, linewidth=1, label="loss")
+    ax.plot(lrs, smoothed, color="C0", label="smoothed loss")
+    suggested = result.suggested_lr
+    if suggested is not None:
+        at = np.interp(np.log(suggested), np.log(lrs), smoothed)
+        ax.scatter([suggested], [at], color="C3", zorder=3,
+                   label=f"suggested lr = {suggested:.2g}")
+    finite = smoothed[np.isfinite(smoothed)]
+    if len(finite):  # the raw losses of the last steps may be far off
+        raw = result.losses[np.isfinite(result.losses)]
+        low, high = min(finite.min(), raw.min(initial=np.inf)), finite.max()
+        margin = 0.05 * (high - low) or 0.05 * abs(high) or 1.0
+        ax.set_ylim(low - margin, high + margin)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"Learning-rate range test ({len(lrs)} steps)")
     ax.legend()
     return ax

@@ -510,6 +510,46 @@ def test_early_stopping_holds_out_labelled_rows_and_scores_them_supervised(rows)
     assert model.history_[0, "mcc"] > 0
 
 
+def test_a_validation_set_of_its_own_scores_the_supervised_loss_alone(rows):
+    X, y, y_target = rows
+    X_val, y_val = X[240:300], y_target[:60]  # labelled rows of the target
+    model = TransferMLPClassifier(
+        (16,), adaptation="coral", adaptation_weight=100.0, early_stopping=True,
+        max_epochs=2, n_iter_no_change=5, batch_size=32, callbacks=[_PairSpy()],
+        **KW).fit(X, y, X_val=X_val, y_val=y_val)
+    seen = _PairSpy.of(model)
+    assert all(t is not None and len(t) == len(s) for s, t in seen.steps)
+    # every labelled row trains (no split of X): 7 whole batches of 32 an epoch
+    assert len(seen.steps) == 2 * 7
+    assert torch.cat([b for b, _ in seen.valid]).shape[0] == 2 * 60
+    with torch.no_grad():
+        logits = model.module_(torch.as_tensor(X_val, dtype=torch.float32))
+    supervised = nn.functional.cross_entropy(
+        logits, torch.as_tensor(y_val)).item()
+    assert model.validation_loss_curve_[-1] == pytest.approx(supervised, rel=1e-5)
+    assert model.history_[-1, "coral"] > 0
+    assert model.net_.train_split is None  # the validation set is not kept
+    # with sample_domain: labelled target rows train, the domains as given
+    domain = np.r_[np.ones(240, int), -np.ones(120, int)]
+    y_some = y.copy()
+    y_some[300:320] = y_target[60:80]
+    TransferMLPClassifier((16,), adaptation="mcc", early_stopping=True,
+                          max_epochs=1, **KW).fit(
+        X, y_some, X_val=X_val, y_val=y_val, sample_domain=domain)
+    # unlabelled rows have no place in a validation set
+    masked = np.r_[y_val[:50], np.full(10, -1)]
+    with pytest.raises(ValueError, match=re.escape(
+            "y_val holds 10 row(s) masked as unlabelled target rows (-1). The "
+            "validation loss is the supervised loss")):
+        TransferMLPClassifier(adaptation="coral", early_stopping=True, **SMALL).fit(
+            X, y, X_val=X_val, y_val=masked)
+    y_reg = np.where(y == -1, np.nan, y.astype(float))
+    with pytest.raises(ValueError, match=re.escape("y_val holds 1 row(s) masked "
+                                                   "as unlabelled target rows (NaN)")):
+        TransferMLPRegressor(adaptation="coral", early_stopping=True, **SMALL).fit(
+            X, y_reg, X_val=X_val, y_val=np.r_[y_val[:59], np.nan])
+
+
 def test_weights_of_target_rows_are_not_used_and_classes_are_weighed_by_labels(rows):
     X, y, _ = rows
     w = np.random.RandomState(0).rand(len(y)) + 0.5

@@ -42,3 +42,13 @@ def test_deep_domain_adaptation_example(capsys):
                             "chosen by CircularValidation"}
     assert results["MCC"][0] > results["source only"][0]
     assert "target pixel shift" in capsys.readouterr().out
+
+
+def test_lr_find_digits_example(capsys, tmp_path):
+    results = load("lr_find_digits").main(["--epochs", "3",
+                                           "--plot", str(tmp_path / "lr.png")])
+    assert len(results) == 2 and (tmp_path / "lr.png").stat().st_size > 10_000
+    for found, default, tuned in results.values():
+        assert 1e-3 < found.suggested_lr < 1
+        assert tuned > default  # 3 epochs at 1e-3 are far from enough
+    assert "suggested" in capsys.readouterr().out

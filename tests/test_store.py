@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -32,7 +33,11 @@ class Counting(nn.Module):
             flatten=nn.Flatten()))
 
     def forward(self, x):
-        ROWS[0] += len(x)
+        # counted where the store's key does not look: through sys, a library
+        # module keyed by its name and version. Read as a global of this code,
+        # ROWS would be part of the key (feature_store='auto'), which would
+        # change with every count.
+        sys.modules[__name__].ROWS[0] += len(x)
         return self.body(x)
 
 
@@ -83,9 +88,17 @@ def test_a_transfer_estimator_search_runs_each_image_once(images):
     assert grid.best_estimator_.predict(X).shape == (60,)
 
 
-def test_user_modules_are_not_stored_by_default(images):
+def test_user_modules_are_stored_by_default_and_not_with_feature_store_false(images):
     X, _ = images
     ext = PretrainedFeatureExtractor(Counting(), weights=None, device="cpu").fit(X)
+    ext.transform(X)
+    ext.transform(X)
+    assert ROWS[0] == len(X)  # the fit's probe stores the first image
+    assert skxfer.feature_store_info()["entries"] == len(X)
+    skxfer.clear_feature_store()
+    ROWS[0] = 0
+    ext = PretrainedFeatureExtractor(Counting(), weights=None, device="cpu",
+                                     feature_store=False).fit(X)
     ext.transform(X)
     ext.transform(X)
     assert ROWS[0] == 1 + 2 * len(X)
