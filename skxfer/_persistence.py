@@ -19,6 +19,10 @@ from ._validation import (
 
 # rebuilt on loading, never pickled
 _DERIVED = ("_plan", "_module")
+# parameters added since the pickle format began, at their defaults (an
+# estimator pickled before them loads as it was)
+_ADDED_PARAMS = {"adaptation": None, "adaptation_weight": 1.0,
+                 "adaptation_layer": None}
 # a plain MLP pickled by skxfer 0.1.0.dev0: what its state had that is gone
 _V01_GONE = ("_features_cached", "_backbone_module", "_backbone_width", "_n_in")
 
@@ -57,7 +61,8 @@ def loadable_state(estimator, state):
     ) is None:
         state = _migrated(state)
     check_pickle_format(estimator, state, fitted=fitted)
-    return state
+    missing = {k: v for k, v in _ADDED_PARAMS.items() if k not in state}
+    return {**state, **missing} if missing else state
 
 
 def loaded_attributes(estimator):
