@@ -24,6 +24,16 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import Callback
 from torch import nn
 
+from ._adaptation import (
+    CLASSIFIER_ONLY,
+    METHODS,
+    check_classes,
+    check_validation_labels,
+    paired,
+    read_training_domains,
+    split_rows,
+)
+
 # the private callbacks live in _callbacks; fitted nets in older pickles name
 # them here (pickle path, do not remove)
 from ._callbacks import (  # noqa: F401
@@ -191,6 +201,15 @@ _COMMON_SPEC = {
     ),
     "l2_sp": (is_real(0), "a float >= 0"),
     "bn_mode": (one_of("train", "frozen"), "'train' or 'frozen'"),
+    "adaptation": (
+        any_of(is_none, one_of(*METHODS)),
+        "None or a str among " + ", ".join(repr(m) for m in METHODS),
+    ),
+    "adaptation_weight": (is_real(0), "a float >= 0"),
+    "adaptation_layer": (
+        any_of(is_none, lambda v: isinstance(v, str)),
+        "None or the name of a layer of module_ (e.g. 'head.hidden.0')",
+    ),
     "mixed_precision": (is_precision, SETTINGS),
 }
 
@@ -199,6 +218,11 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
     """Shared parameters, fitting, pickling and inference of the MLP estimators."""
 
     _criterion = None  # set by subclasses
+    _task = None  # what y holds, for the mask of unlabelled target rows
+    # fit reads the rows' domains: sample_domain reaches it by its declared
+    # request (DA pipelines, CircularValidation, metadata routing)
+    __metadata_request__fit = {"sample_domain": True}
+    __metadata_request__partial_fit = {"sample_domain": True}
     _skxfer_network = True  # a source network other estimators can transfer from
     _source_param = "backbone"  # a fitted source there stays fitted under clone
 
@@ -222,10 +246,12 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
 
     # ---- fitting --------------------------------------------------------------
 
-    def _fit(self, X, y, run, sample_weight=None, validation=None):
+    def _fit(self, X, y, run, sample_weight=None, validation=None,
+             sample_domain=None):
         """Check, then train a working copy and commit it whole (see Notes).
 
-        ``validation``: ``fit``'s ``(X_val, y_val, sample_weight_val)``.
+        ``validation``: ``fit``'s ``(X_val, y_val, sample_weight_val)``;
+        ``sample_domain``: the rows' domains (domain adaptation).
         """
         self._check_params()
         if run.partial and self.early_stopping:
@@ -248,7 +274,8 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
         new._validation_given = validation is not None or getattr(
             new, "_validation_given", False)
         try:
-            done = new._train(X, y, run, sample_weight, validation)
+            done = new._train(X, y, run, sample_weight, validation,
+                              sample_domain)
         except TrainingInterrupted as err:
             raise err.__cause__ from None
         commit_fitted(self, new, self._fitted() + tuple(new._fitted()))
@@ -287,7 +314,8 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
         )
         return public + _FITTED_PRIVATE
 
-    def _train(self, X, y, run, sample_weight, validation=None):
+    def _train(self, X, y, run, sample_weight, validation=None,
+               sample_domain=None):
         """The steps of one fit, on the working copy that :meth:`_fit` made.
 
         Each step is a function of explicit inputs that returns what it
@@ -295,6 +323,11 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
         training converged.
         """
         params = self.get_params(deep=False)
+        # 1. the rows' domains (None: -1 and NaN are labels, every row trains)
+        domains = read_training_domains(params, y, sample_domain, self._task,
+                                        type(self).__name__)
+        check_classes(run.classes, domains)
+        check_validation_labels(validation, domains, self._task)
         # 2. settle the run: device, random state, the run's one seed
         setup = (
             continue_run(params, self.device_, self._rng, self._split_seed,
@@ -308,12 +341,16 @@ class _BaseTransferMLP(SourceParamMixin, BaseEstimator):
                 else backbone_for_fit(params, X, setup.device, maker=self)
             )
             # 4. the inputs, as the plan says the net takes them
-            X, y = training_inputs(self, plan, extractor, X, y,
+            X, y = training_inputs(self, plan, extractor, X,
+                                   y if domains is None else domains.y,
                                    reset=not run.continuing,
                                    in_memory_bytes=_IN_MEMORY_BYTES)
-            # 5. targets and weights: the training set, a given validation set
+            X, y, sample_weight, X_target = split_rows(X, y, sample_weight, domains)
+            # 5. targets and weights: the training set (with the target rows),
+            # a given validation set
             targets = self._encode_targets(y, run)
-            data = training_set(X, targets.y, sample_weight, setup.device)
+            data = paired(training_set(X, targets.y, sample_weight, setup.device),
+                          X_target, setup.seed, setup.device)
             valid = None if validation is None else self._validation_set(
                 validation, plan, extractor, targets, setup)
         # a seed of its own: the head starts the same whatever the backbone drew
@@ -582,6 +619,29 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
     bn_mode : {'train', 'frozen'}, default='train'
         BatchNorm layers in the trainable backbone: 'train' updates their
         statistics, 'frozen' keeps the pretrained ones (eval mode).
+    adaptation : {None, 'source_only', 'coral', 'mcc'}, default=None
+        Deep domain adaptation: train on the labelled rows while aligning the
+        network with the rows of a *target* domain -- unlabelled rows masked
+        in ``y`` (-1 for a classifier, NaN for a regressor) or told apart by
+        ``fit``'s ``sample_domain``. 'coral' aligns the covariances of a
+        layer's outputs on source and target rows (Deep CORAL, Sun & Saenko,
+        2016; the layer is ``adaptation_layer``); 'mcc' (classifiers only)
+        lowers the class confusion of the target rows' predictions (minimum
+        class confusion, Jin et al., 2020); 'source_only' drops the masked
+        rows and aligns nothing -- the baseline to keep in every grid. None:
+        -1 and NaN in ``y`` are ordinary labels unless ``sample_domain`` is
+        given. See Notes.
+    adaptation_weight : float, default=1.0
+        Weight of the alignment term in the training loss. The terms are
+        skada's: CORAL's ``||C_s - C_t||_F^2 / (4 d^2)`` over ``d`` features
+        is small (useful weights are about 1 to 100); MCC's lies in [0, 1]
+        (about 0.1 to 3). Choose it without target labels:
+        ``GridSearchCV(..., scoring=skxfer.adapt.CircularValidation())``.
+    adaptation_layer : str or None, default=None
+        The layer 'coral' aligns, named as in ``module_.named_modules()``
+        (``'head.hidden.0'``, ``'backbone.layer4'``; ``'hidden.0'`` without a
+        backbone). None: the head's last hidden layer, or the backbone's
+        output when the head has no hidden layer. 'mcc' reads the logits.
     mixed_precision : bool, 'bf16' or 'fp16', default=False
         Train in mixed precision: each training step's forward pass and loss
         run under ``torch.autocast``, True meaning float16 on CUDA (with
@@ -650,6 +710,28 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
     a ``KeyboardInterrupt`` (Ctrl-C), which propagates -- leaves the earlier
     model intact, or the estimator unfitted.
 
+    Domain adaptation (``adaptation``): the rows' domains are read by
+    :func:`skxfer.adapt.read_domains`, the rule of :mod:`skxfer.adapt`.
+    Every training step pairs a batch of labelled rows with a batch of target
+    rows of the same size; the target rows come in a shuffled order seeded by
+    ``random_state`` and reshuffled whenever they run out (a smaller target
+    domain is cycled, a larger one seen over the following epochs). An epoch
+    is one pass over the labelled rows in whole batches of ``batch_size``: a
+    shorter last batch is left out (other rows each epoch, as they are
+    reshuffled), unless it is the only one -- a covariance or a class
+    confusion of a few rows is noise. ``max_epochs``, ``n_iter_no_change``
+    and a ``partial_fit`` call count these epochs. The alignment term's part
+    of each epoch's training loss is in ``loss_curve_`` and, under the
+    method's name (``'coral'``, ``'mcc'``), in ``history_`` and the
+    ``verbose`` table.
+    ``early_stopping`` holds out labelled rows (or stops on ``X_val``,
+    ``y_val``, which hold labelled rows only); the validation loss is the
+    supervised loss alone. ``sample_weight`` weighs the labelled rows. A
+    wholly frozen backbone runs once and the head aligns on its features;
+    otherwise the whole network is aligned. Predictions take any rows,
+    without domains. A fit with 'coral' or 'mcc' and no target rows warns
+    and trains on the source rows alone.
+
     How the defaults were chosen (``init``, ``batch_size='auto'``), and what
     skxfer's training and prediction cost beside scikit-learn's MLP, is
     measured by the scripts in ``benchmarks/``; the README shows the figures.
@@ -674,6 +756,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
     """
 
     _criterion = nn.CrossEntropyLoss
+    _task = "classification"
 
     def __init__(
         self,
@@ -708,6 +791,9 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         backbone_lr_decay=1.0,
         l2_sp=0.0,
         bn_mode="train",
+        adaptation=None,
+        adaptation_weight=1.0,
+        adaptation_layer=None,
         mixed_precision=False,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -740,6 +826,9 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         self.backbone_lr_decay = backbone_lr_decay
         self.l2_sp = l2_sp
         self.bn_mode = bn_mode
+        self.adaptation = adaptation
+        self.adaptation_weight = adaptation_weight
+        self.adaptation_layer = adaptation_layer
         self.mixed_precision = mixed_precision
 
     def _param_spec(self):
@@ -752,7 +841,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         }
 
     def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
-            sample_weight_val=None):
+            sample_weight_val=None, sample_domain=None):
         """Fit the network to data ``X`` and class labels ``y``.
 
         Parameters
@@ -760,7 +849,9 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         X : array-like of shape (n_samples, n_features)
             Training data; cast to float32.
         y : array-like of shape (n_samples,)
-            Class labels (ints, strings or bools; at least two classes).
+            Class labels (ints, strings or bools; at least two classes). With
+            ``adaptation`` set or ``sample_domain`` given, -1 marks the
+            unlabelled target rows.
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the samples in the loss, which is the weighted mean
             ``sum(w_i * c_i * l_i) / sum(w_i * c_i)`` over each batch (``c``:
@@ -779,6 +870,13 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         sample_weight_val : array-like of shape (n_val,), default=None
             Weights of the validation samples in the validation loss and
             score. None: equal weights.
+        sample_domain : array-like of shape (n_samples,) or int, default=None
+            The domain of each row: source rows > 0, target rows < 0 (skada's
+            convention). With it, -1 in ``y`` marks unlabelled target rows
+            even when ``adaptation`` is None, and labelled target rows join
+            the supervised loss. None: with ``adaptation`` set, the rows
+            masked with -1 are the target rows and every labelled row is a
+            source row.
 
         Returns
         -------
@@ -787,9 +885,10 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         """
         run = Run(continuing=self.warm_start and hasattr(self, "net_"))
         return self._fit(X, y, run, sample_weight,
-                         (X_val, y_val, sample_weight_val))
+                         (X_val, y_val, sample_weight_val), sample_domain)
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None, *,
+                    sample_domain=None):
         """Train for one epoch on ``(X, y)``, continuing from the current weights.
 
         Parameters
@@ -797,7 +896,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         X : array-like of shape (n_samples, n_features)
             A chunk of training data.
         y : array-like of shape (n_samples,)
-            Its class labels.
+            Its class labels (-1: unlabelled target rows, as in ``fit``).
         classes : array-like of shape (n_classes,), default=None
             Every class label that will ever be seen; needed on the first call,
             since one chunk may not contain them all.
@@ -806,6 +905,13 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
             ``sum(w_i * c_i * l_i) / sum(w_i * c_i)`` over each batch (``c``:
             the class weights; the validation loss is weighted the same way).
             None: equal weights.
+        sample_domain : array-like of shape (n_samples,) or int, default=None
+            The domain of each row: source rows > 0, target rows < 0 (skada's
+            convention). With it, -1 in ``y`` marks unlabelled target rows
+            even when ``adaptation`` is None, and labelled target rows join
+            the supervised loss. None: with ``adaptation`` set, the rows
+            masked with -1 are the target rows and every labelled row is a
+            source row.
 
         Returns
         -------
@@ -819,7 +925,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
                 "partial_fit(X, y, classes=np.unique(y_all))."
             )
         run = Run(continuing=continuing, partial=True, epochs=1, classes=classes)
-        return self._fit(X, y, run, sample_weight)
+        return self._fit(X, y, run, sample_weight, sample_domain=sample_domain)
 
     def _encode_targets(self, y, run):
         check_classification_targets(y)
@@ -1065,6 +1171,29 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
     bn_mode : {'train', 'frozen'}, default='train'
         BatchNorm layers in the trainable backbone: 'train' updates their
         statistics, 'frozen' keeps the pretrained ones (eval mode).
+    adaptation : {None, 'source_only', 'coral', 'mcc'}, default=None
+        Deep domain adaptation: train on the labelled rows while aligning the
+        network with the rows of a *target* domain -- unlabelled rows masked
+        in ``y`` (-1 for a classifier, NaN for a regressor) or told apart by
+        ``fit``'s ``sample_domain``. 'coral' aligns the covariances of a
+        layer's outputs on source and target rows (Deep CORAL, Sun & Saenko,
+        2016; the layer is ``adaptation_layer``); 'mcc' (classifiers only)
+        lowers the class confusion of the target rows' predictions (minimum
+        class confusion, Jin et al., 2020); 'source_only' drops the masked
+        rows and aligns nothing -- the baseline to keep in every grid. None:
+        -1 and NaN in ``y`` are ordinary labels unless ``sample_domain`` is
+        given. See Notes.
+    adaptation_weight : float, default=1.0
+        Weight of the alignment term in the training loss. The terms are
+        skada's: CORAL's ``||C_s - C_t||_F^2 / (4 d^2)`` over ``d`` features
+        is small (useful weights are about 1 to 100); MCC's lies in [0, 1]
+        (about 0.1 to 3). Choose it without target labels:
+        ``GridSearchCV(..., scoring=skxfer.adapt.CircularValidation())``.
+    adaptation_layer : str or None, default=None
+        The layer 'coral' aligns, named as in ``module_.named_modules()``
+        (``'head.hidden.0'``, ``'backbone.layer4'``; ``'hidden.0'`` without a
+        backbone). None: the head's last hidden layer, or the backbone's
+        output when the head has no hidden layer. 'mcc' reads the logits.
     mixed_precision : bool, 'bf16' or 'fp16', default=False
         Train in mixed precision: each training step's forward pass and loss
         run under ``torch.autocast``, True meaning float16 on CUDA (with
@@ -1130,6 +1259,28 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
     a ``KeyboardInterrupt`` (Ctrl-C), which propagates -- leaves the earlier
     model intact, or the estimator unfitted.
 
+    Domain adaptation (``adaptation``): the rows' domains are read by
+    :func:`skxfer.adapt.read_domains`, the rule of :mod:`skxfer.adapt`.
+    Every training step pairs a batch of labelled rows with a batch of target
+    rows of the same size; the target rows come in a shuffled order seeded by
+    ``random_state`` and reshuffled whenever they run out (a smaller target
+    domain is cycled, a larger one seen over the following epochs). An epoch
+    is one pass over the labelled rows in whole batches of ``batch_size``: a
+    shorter last batch is left out (other rows each epoch, as they are
+    reshuffled), unless it is the only one -- a covariance or a class
+    confusion of a few rows is noise. ``max_epochs``, ``n_iter_no_change``
+    and a ``partial_fit`` call count these epochs. The alignment term's part
+    of each epoch's training loss is in ``loss_curve_`` and, under the
+    method's name (``'coral'``, ``'mcc'``), in ``history_`` and the
+    ``verbose`` table.
+    ``early_stopping`` holds out labelled rows (or stops on ``X_val``,
+    ``y_val``, which hold labelled rows only); the validation loss is the
+    supervised loss alone. ``sample_weight`` weighs the labelled rows. A
+    wholly frozen backbone runs once and the head aligns on its features;
+    otherwise the whole network is aligned. Predictions take any rows,
+    without domains. A fit with 'coral' or 'mcc' and no target rows warns
+    and trains on the source rows alone.
+
     How the defaults were chosen (``init``, ``batch_size='auto'``), and what
     skxfer's training and prediction cost beside scikit-learn's MLP, is
     measured by the scripts in ``benchmarks/``; the README shows the figures.
@@ -1156,6 +1307,19 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
     """
 
     _criterion = nn.MSELoss
+    _task = "regression"
+
+    def _param_spec(self):
+        methods = [m for m in METHODS if m not in CLASSIFIER_ONLY]
+        return {
+            **_COMMON_SPEC,
+            "adaptation": (
+                any_of(is_none, one_of(*methods)),
+                "None or a str among " + ", ".join(repr(m) for m in methods)
+                + " (" + ", ".join(repr(m) for m in CLASSIFIER_ONLY)
+                + " reads class probabilities: a classifier's method)",
+            ),
+        }
 
     def __init__(
         self,
@@ -1189,6 +1353,9 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         backbone_lr_decay=1.0,
         l2_sp=0.0,
         bn_mode="train",
+        adaptation=None,
+        adaptation_weight=1.0,
+        adaptation_layer=None,
         mixed_precision=False,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1220,10 +1387,13 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         self.backbone_lr_decay = backbone_lr_decay
         self.l2_sp = l2_sp
         self.bn_mode = bn_mode
+        self.adaptation = adaptation
+        self.adaptation_weight = adaptation_weight
+        self.adaptation_layer = adaptation_layer
         self.mixed_precision = mixed_precision
 
     def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
-            sample_weight_val=None):
+            sample_weight_val=None, sample_domain=None):
         """Fit the network to data ``X`` and targets ``y``.
 
         Parameters
@@ -1231,7 +1401,9 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         X : array-like of shape (n_samples, n_features)
             Training data; cast to float32.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Target values.
+            Target values. With ``adaptation`` set or ``sample_domain`` given,
+            NaN marks the unlabelled target rows (a row of a 2-d ``y`` when
+            all its values are NaN).
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the samples in the loss, which is the weighted mean
             ``sum(w_i * l_i) / sum(w_i)`` over each batch (``l_i``: the squared
@@ -1250,6 +1422,13 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         sample_weight_val : array-like of shape (n_val,), default=None
             Weights of the validation samples in the validation loss and
             score. None: equal weights.
+        sample_domain : array-like of shape (n_samples,) or int, default=None
+            The domain of each row: source rows > 0, target rows < 0 (skada's
+            convention). With it, NaN in ``y`` marks unlabelled target rows
+            even when ``adaptation`` is None, and labelled target rows join
+            the supervised loss. None: with ``adaptation`` set, the rows
+            masked with NaN are the target rows and every labelled row is a
+            source row.
 
         Returns
         -------
@@ -1258,9 +1437,9 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         """
         run = Run(continuing=self.warm_start and hasattr(self, "net_"))
         return self._fit(X, y, run, sample_weight,
-                         (X_val, y_val, sample_weight_val))
+                         (X_val, y_val, sample_weight_val), sample_domain)
 
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X, y, sample_weight=None, *, sample_domain=None):
         """Train for one epoch on ``(X, y)``, continuing from the current weights.
 
         Parameters
@@ -1268,12 +1447,19 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         X : array-like of shape (n_samples, n_features)
             A chunk of training data.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Its targets.
+            Its targets (NaN: unlabelled target rows, as in ``fit``).
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the samples in the loss, which is the weighted mean
             ``sum(w_i * l_i) / sum(w_i)`` over each batch (``l_i``: the squared
             error averaged over the targets; the validation loss is weighted
             the same way). None: equal weights.
+        sample_domain : array-like of shape (n_samples,) or int, default=None
+            The domain of each row: source rows > 0, target rows < 0 (skada's
+            convention). With it, NaN in ``y`` marks unlabelled target rows
+            even when ``adaptation`` is None, and labelled target rows join
+            the supervised loss. None: with ``adaptation`` set, the rows
+            masked with NaN are the target rows and every labelled row is a
+            source row.
 
         Returns
         -------
@@ -1281,7 +1467,7 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
             The updated estimator.
         """
         run = Run(continuing=hasattr(self, "net_"), partial=True, epochs=1)
-        return self._fit(X, y, run, sample_weight)
+        return self._fit(X, y, run, sample_weight, sample_domain=sample_domain)
 
     def _encode_targets(self, y, run):
         y = np.asarray(y, dtype=np.float32)

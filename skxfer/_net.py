@@ -398,15 +398,20 @@ class SkxferNet(NeuralNet):
                 kwargs["drop_last"] = True
             kwargs["batch_size"] = batch_size
             iterator = self.iterator_train if training else self.iterator_valid
-            return iterator(dataset, **kwargs)
-        return BatchIterator(
-            dataset,
-            batch_size=batch_size,
-            shuffle=training,
-            rng=self.shuffle_rng,
-            device=self.device,
-            drop_single=batch_norm,
-        )
+            batches = iterator(dataset, **kwargs)
+        else:
+            batches = BatchIterator(
+                dataset,
+                batch_size=batch_size,
+                shuffle=training,
+                rng=self.shuffle_rng,
+                device=self.device,
+                drop_single=batch_norm,
+            )
+        if training and hasattr(dataset, "paired_batches"):
+            # domain adaptation: a target batch beside each training batch
+            return dataset.paired_batches(batches)
+        return batches
 
 
 def supports_fused(optimizer_cls, device):

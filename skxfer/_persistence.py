@@ -19,10 +19,12 @@ from ._validation import (
 
 # rebuilt on loading, never pickled
 _DERIVED = ("_plan", "_module")
+# parameters added since the pickle format began, at their defaults (an
+# estimator pickled before them loads as it was)
+_ADDED_PARAMS = {"adaptation": None, "adaptation_weight": 1.0,
+                 "adaptation_layer": None, "mixed_precision": False}
 # a plain MLP pickled by skxfer 0.1.0.dev0: what its state had that is gone
 _V01_GONE = ("_features_cached", "_backbone_module", "_backbone_width", "_n_in")
-# parameters added since a pickle may have been written: their defaults
-_NEW_PARAMETERS = {"mixed_precision": False}
 
 
 def pickled_state(state):
@@ -59,7 +61,8 @@ def loadable_state(estimator, state):
     ) is None:
         state = _migrated(state)
     check_pickle_format(estimator, state, fitted=fitted)
-    return {**_NEW_PARAMETERS, **state}
+    missing = {k: v for k, v in _ADDED_PARAMS.items() if k not in state}
+    return {**state, **missing} if missing else state
 
 
 def loaded_attributes(estimator):

@@ -15,6 +15,7 @@ import torch
 from sklearn.utils import check_random_state
 from skorch.helper import predefined_split
 
+from ._adaptation import adaptation_terms
 from ._callbacks import stopped_early, training_callbacks
 from ._device import resolve_device
 from ._freezing import (
@@ -326,6 +327,9 @@ def build_net(params, plan, run, setup, targets, extractor, data, fitted=None,
             extractor = running(extractor, module.backbone)
     settings = net_settings(params, plan, run, setup, targets, extractor, len(data),
                             valid=valid)
+    # domain adaptation: alignment terms where the training set holds target rows
+    settings["loss_terms"] = [*settings["loss_terms"],
+                              *adaptation_terms(params, plan, module, data)]
     net = SkxferNet(module=module, **settings).initialize()
     if fitted is not None:
         net.history = copy.deepcopy(fitted.history)

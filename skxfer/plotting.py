@@ -18,6 +18,10 @@ Examples
 """
 
 
+# the history keys of the domain-adaptation terms (see ``adaptation``)
+_ALIGNMENT_TERMS = ("coral", "mcc")
+
+
 def _pyplot():
     try:
         import matplotlib.pyplot as plt
@@ -33,7 +37,8 @@ def plot_history(estimator, ax=None):
 
     A dotted vertical line marks the epoch after which frozen backbone layers
     were released (``unfreeze_at``), and a dot the best validation epoch whose
-    weights early stopping kept.
+    weights early stopping kept. With domain adaptation (``adaptation``), a
+    dashed line shows the alignment term's part of the training loss.
 
     Parameters
     ----------
@@ -62,6 +67,11 @@ def plot_history(estimator, ax=None):
         _, ax = plt.subplots(figsize=(7, 4))
     epochs = range(1, len(estimator.loss_curve_) + 1)
     ax.plot(epochs, estimator.loss_curve_, label="training loss")
+    for name in _ALIGNMENT_TERMS:  # domain adaptation: the term's part
+        part = [row.get(name) for row in estimator.history_]
+        if any(value is not None for value in part):
+            ax.plot(epochs, [float("nan") if v is None else v for v in part],
+                    linestyle="--", label=f"{name} term (in the training loss)")
     valid = estimator.validation_loss_curve_
     if valid is not None:
         ax.plot(epochs, valid, label="validation loss")

@@ -422,7 +422,7 @@ def test_names_in_pickles_stay_importable(module):
 CORE = ["_estimators.py", "_plan.py", "_inputs.py", "_training.py", "_callbacks.py",
         "_losses.py", "_inference.py", "_persistence.py", "_source.py", "_net.py",
         "_mlp.py", "_freezing.py", "_validation.py", "_saving.py", "_device.py",
-        "plotting.py"]
+        "plotting.py", "_adaptation.py"]
 
 
 def _code_lines(source):

@@ -570,10 +570,13 @@ class TestRay:
             own[n], hwm[n] = max(rss.own.values()), max(rss.hwm.values())
             old |= set(rss.own)
             # 4 or 16 batches over 2 actors: each actor that ran one (an actor
-            # still starting when the work ran out did not) unpickled it once
+            # still starting when the work ran out did not) unpickled it once,
+            # and the memory measured is that of an actor that did the work (on
+            # a loaded machine the 20 ms sampler can miss a short-lived second
+            # actor altogether: it is not required to have seen every one)
             unpickled = count_file.read_text().split()
             assert 1 <= len(unpickled) == len(set(unpickled)), unpickled
-            assert set(unpickled) <= set(map(str, rss.own)), unpickled
+            assert set(unpickled) & set(map(str, rss.own)), (unpickled, rss.own)
         got = np.stack([rows[path] for path in png_paths])
         assert np.abs(got - _reference(wide_extractor, png_paths)).max() <= 1e-5
         print(f"\npeak actor memory on Ray Data, 500 / 2,000 images: "

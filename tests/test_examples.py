@@ -36,6 +36,14 @@ def test_grid_search_freezing_example(capsys):
     assert "held-out accuracy" in capsys.readouterr().out
 
 
+def test_deep_domain_adaptation_example(capsys):
+    results = load("deep_domain_adaptation").main(["--seeds", "1", "--epochs", "8"])
+    assert set(results) == {"source only", "CORAL", "MCC",
+                            "chosen by CircularValidation"}
+    assert results["MCC"][0] > results["source only"][0]
+    assert "target pixel shift" in capsys.readouterr().out
+
+
 def test_lr_find_digits_example(capsys, tmp_path):
     results = load("lr_find_digits").main(["--epochs", "3",
                                            "--plot", str(tmp_path / "lr.png")])
