@@ -12,14 +12,22 @@ Batch 32, ``--threads`` torch threads. Images per second of:
 (c) ``PretrainedFeatureExtractor`` on the same arrays,
 (d) ``PretrainedFeatureExtractor`` on the same images as PNG files.
 
-(a)-(d) run without the feature store (a module of one's own is not stored by
-default). With it -- ``PretrainedFeatureExtractor("resnet18", weights=None,
-feature_store=True)`` and the same preprocessing, the store emptied before
-each round:
+(a)-(d) run without the feature store (``feature_store=False``: a module of
+one's own is stored by default too). With it --
+``PretrainedFeatureExtractor("resnet18", weights=None, feature_store=True)``
+and the same preprocessing, the store emptied before each round:
 
 (e) PNG files, first pass: each file read once, hashed and decoded, then the
     forward pass; the features stored,
 (f) PNG files, second pass: every image a hit (no decoding, no forward).
+
+With timm installed, the same architecture from timm at 224 px
+(``"timm:resnet18"``, weights=None, timm's eval transform for its data
+config: resize 235 bicubic, crop 224, ImageNet normalisation):
+
+(g) a hand-written timm loop: timm's transform on each image as PIL, the
+    model under ``inference_mode``, a batch at a time,
+(h) ``PretrainedFeatureExtractor("timm:resnet18")`` on the same arrays.
 
 Then the peak memory (RSS) of a fresh process that transforms 500 and 5,000
 PNG paths (64x64), against the growth of the output array.
@@ -32,6 +40,7 @@ and prints the medians and their ratio. On a shared machine, add
 other processes disturb less than wall time. Run::
 
     python benchmarks/bench_extract.py [--images 96] [--repeats 3] [--threads 2]
+                                       [--skip-timm] [--skip-memory]
     python benchmarks/bench_extract.py --compare-ref main [--rounds 3] [--in-process]
 """
 
@@ -109,6 +118,7 @@ def run(size, n_images, repeats, folder):
     # the same network as ``model`` (the extractor runs its own copy)
     ext = PretrainedFeatureExtractor(
         model, weights=None, preprocessing=prep, batch_size=BATCH, device="cpu",
+        feature_store=False,
     )
     ext.fit(images[:1])
 
@@ -137,6 +147,53 @@ def run(size, n_images, repeats, folder):
     print(f"{'':44s} {'img/s':>8s} {'vs (b)':>7s}")
     for name, rate in rates.items():
         print(f"{name:44s} {rate:8.1f} {rate / base:7.2f}")
+
+
+def timm_rows(n_images, repeats):
+    """(g) and (h): timm's resnet18 at 224 px, images/s, beside (b)."""
+    try:
+        from timm.data import create_transform, resolve_data_config
+    except ImportError:
+        print("\n(timm rows skipped: pip install timm)")
+        return
+    import copy
+
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 256, (n_images, 224, 224, 3), dtype=np.uint8)
+    ext = PretrainedFeatureExtractor("timm:resnet18", weights=None,
+                                     batch_size=BATCH, device="cpu",
+                                     feature_store=False).fit(images[:1])
+    model = copy.deepcopy(ext.backbone_).eval()  # the same random weights
+    transform = create_transform(**resolve_data_config(model=model))
+
+    def hand_loop():
+        out = []
+        with torch.inference_mode():
+            for start in range(0, n_images, BATCH):
+                batch = torch.stack([transform(Image.fromarray(img))
+                                     for img in images[start : start + BATCH]])
+                out.append(model(batch))
+        return torch.cat(out).numpy()
+
+    contestants = [
+        ("(g) timm: hand-written loop (PIL, timm's transform)", hand_loop),
+        ('(h) PretrainedFeatureExtractor("timm:resnet18")',
+         lambda: ext.transform(images)),
+    ]
+    np.testing.assert_allclose(ext.transform(images), hand_loop(), atol=1e-3)
+    times = {name: [] for name, _ in contestants}
+    for _ in range(repeats + 1):  # the first round warms up
+        for name, fn in contestants:
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    print(f"\ntimm resnet18 (weights=None), 224x224 uint8 NHWC, {n_images} images, "
+          f"batch {BATCH}")
+    print(f"{'':52s} {'img/s':>8s} {'vs (g)':>7s}")
+    base = n_images / statistics.median(times[contestants[0][0]][1:])
+    for name, _ in contestants:
+        rate = n_images / statistics.median(times[name][1:])
+        print(f"{name:52s} {rate:8.1f} {rate / base:7.2f}")
 
 
 def store_passes(paths, size, repeats, folder, num_workers=None):
@@ -256,6 +313,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-timm", action="store_true")
     parser.add_argument("--compare-ref", metavar="REF",
                         help="compare (e) and (f) with skxfer at git ref REF")
     parser.add_argument("--rounds", type=int, default=3)
@@ -274,6 +332,8 @@ def main(argv=None):
     for size, n in sizes(args.images):
         with tempfile.TemporaryDirectory() as folder:
             run(size, n, args.repeats, folder)
+        if size == 224 and not args.skip_timm:
+            timm_rows(n, args.repeats)
     if not args.skip_memory:
         with tempfile.TemporaryDirectory() as folder:
             memory(folder, args.threads)

@@ -621,9 +621,13 @@ def tap_layer(model, layer):
 
     torchvision's ``create_feature_extractor`` (an FX graph that ends at the
     layer) where the model can be traced the same way in train and eval mode,
-    else a :class:`LayerTap`.
+    else (and for a timm model) a :class:`LayerTap`.
     """
     check_layer(model, layer)
+    from ._timm import is_timm_model
+
+    if is_timm_model(model):  # kept whole: timm's parameter groups are its blocks
+        return LayerTap(model, layer)
     from torch.fx import GraphModule
     from torchvision.models.feature_extraction import create_feature_extractor
 

@@ -57,6 +57,7 @@ from ._mlp import ACTIVATIONS, INITS
 from ._net import TrainingInterrupted
 from ._persistence import loadable_state, loaded_attributes, pickled_state
 from ._plan import check_architecture
+from ._precision import SETTINGS, is_precision
 from ._saving import save_network
 from ._seeding import seeded
 from ._source import SourceParamMixin, is_fitted_source, is_unfitted_source
@@ -177,7 +178,8 @@ _COMMON_SPEC = {
         or isinstance(v, (str, nn.Module, PretrainedFeatureExtractor, os.PathLike))
         or is_fitted_source(v)
         or is_unfitted_source(v),
-        "None, a torchvision model name, a PretrainedFeatureExtractor, a fitted "
+        "None, a torchvision model name, 'timm:<name>' (a timm model), a "
+        "PretrainedFeatureExtractor, a fitted "
         "TransferMLPClassifier/TransferMLPRegressor, a torch.nn.Module or the "
         "path of a network saved with save_network",
     ),
@@ -208,6 +210,7 @@ _COMMON_SPEC = {
         any_of(is_none, lambda v: isinstance(v, str)),
         "None or the name of a layer of module_ (e.g. 'head.hidden.0')",
     ),
+    "mixed_precision": (is_precision, SETTINGS),
 }
 
 
@@ -584,7 +587,8 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
     backbone : see below, default=None
         A pretrained network to put under the MLP (which becomes its new
         head), trained end to end. None: a plain MLP. A
-        :class:`PretrainedFeatureExtractor` or a torchvision model name: ``X``
+        :class:`PretrainedFeatureExtractor`, a torchvision model name or a
+        timm one (``"timm:<name>"``, with timm's pretrained weights): ``X``
         is then images, as the extractor takes them. A fitted
         ``TransferMLPClassifier``/``TransferMLPRegressor`` (the source task):
         its hidden layers (and its own backbone) are reused, with a new output
@@ -638,6 +642,15 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         (``'head.hidden.0'``, ``'backbone.layer4'``; ``'hidden.0'`` without a
         backbone). None: the head's last hidden layer, or the backbone's
         output when the head has no hidden layer. 'mcc' reads the logits.
+    mixed_precision : bool, 'bf16' or 'fp16', default=False
+        Train in mixed precision: each training step's forward pass and loss
+        run under ``torch.autocast``, True meaning float16 on CUDA (with
+        gradient scaling) and bfloat16 elsewhere, 'bf16' and 'fp16' choosing
+        (as ``PretrainedFeatureExtractor(mixed_precision=...)``). The weights
+        stay float32, and the validation score and predictions are computed
+        in float32. A wholly frozen backbone computes its features once, as
+        its extractor's ``mixed_precision`` says (float32 unless given as a
+        ``PretrainedFeatureExtractor``).
     class_weight : dict, 'balanced' or None, default=None
         Weights of the classes in the loss: ``{label: weight}``, or 'balanced'
         for weights inversely proportional to the class frequencies.
@@ -781,6 +794,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         adaptation=None,
         adaptation_weight=1.0,
         adaptation_layer=None,
+        mixed_precision=False,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -815,6 +829,7 @@ class TransferMLPClassifier(ClassifierMixin, _BaseTransferMLP):
         self.adaptation = adaptation
         self.adaptation_weight = adaptation_weight
         self.adaptation_layer = adaptation_layer
+        self.mixed_precision = mixed_precision
 
     def _param_spec(self):
         return {
@@ -1124,7 +1139,8 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
     backbone : see below, default=None
         A pretrained network to put under the MLP (which becomes its new
         head), trained end to end. None: a plain MLP. A
-        :class:`PretrainedFeatureExtractor` or a torchvision model name: ``X``
+        :class:`PretrainedFeatureExtractor`, a torchvision model name or a
+        timm one (``"timm:<name>"``, with timm's pretrained weights): ``X``
         is then images, as the extractor takes them. A fitted
         ``TransferMLPClassifier``/``TransferMLPRegressor`` (the source task):
         its hidden layers (and its own backbone) are reused, with a new output
@@ -1178,6 +1194,15 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         (``'head.hidden.0'``, ``'backbone.layer4'``; ``'hidden.0'`` without a
         backbone). None: the head's last hidden layer, or the backbone's
         output when the head has no hidden layer. 'mcc' reads the logits.
+    mixed_precision : bool, 'bf16' or 'fp16', default=False
+        Train in mixed precision: each training step's forward pass and loss
+        run under ``torch.autocast``, True meaning float16 on CUDA (with
+        gradient scaling) and bfloat16 elsewhere, 'bf16' and 'fp16' choosing
+        (as ``PretrainedFeatureExtractor(mixed_precision=...)``). The weights
+        stay float32, and the validation score and predictions are computed
+        in float32. A wholly frozen backbone computes its features once, as
+        its extractor's ``mixed_precision`` says (float32 unless given as a
+        ``PretrainedFeatureExtractor``).
 
     Attributes
     ----------
@@ -1331,6 +1356,7 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         adaptation=None,
         adaptation_weight=1.0,
         adaptation_layer=None,
+        mixed_precision=False,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1364,6 +1390,7 @@ class TransferMLPRegressor(RegressorMixin, _BaseTransferMLP):
         self.adaptation = adaptation
         self.adaptation_weight = adaptation_weight
         self.adaptation_layer = adaptation_layer
+        self.mixed_precision = mixed_precision
 
     def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
             sample_weight_val=None, sample_domain=None):

@@ -59,6 +59,7 @@ from ._keys import (
     remember,
     value_key,
 )
+from ._precision import SETTINGS, autocast_dtype, is_precision
 from ._seeding import derive_seed, seeded
 from ._store import (
     STORE,
@@ -71,6 +72,7 @@ from ._store import (
     settings_applied,
 )
 from ._threads import extractor_work, sized_by
+from ._timm import is_timm_name, timm_prototype, timm_transform
 from ._validation import (
     PICKLE_FORMAT,
     any_of,
@@ -99,7 +101,8 @@ def _is_transform(value):
 _SPEC = {
     "model": (
         _is_model,
-        "a torchvision model name, a torch.nn.Module or a fitted "
+        "a torchvision model name, 'timm:<name>' (a timm model), a "
+        "torch.nn.Module or a fitted "
         "TransferMLPClassifier/TransferMLPRegressor",
     ),
     "layer": (
@@ -117,7 +120,7 @@ _SPEC = {
         device_is_valid,
         "'auto', 'cpu', 'cuda', 'cuda:<index>', 'mps' or a torch.device",
     ),
-    "mixed_precision": (is_bool, "a bool"),
+    "mixed_precision": (is_precision, SETTINGS),
     "channels_last": (is_bool, "a bool"),
     "verbose": (is_int(0), "an int >= 0"),
     "random_state": (
@@ -482,6 +485,10 @@ class PretrainedFeatureExtractor(
     model : str, torch.nn.Module or fitted TransferMLP estimator, default='resnet18'
         A torchvision classification model name (any name in
         ``torchvision.models.list_models(module=torchvision.models)``), a
+        timm model as ``"timm:<name>"`` (any name in ``timm.list_models()``,
+        optionally with a pretrained tag: ``"timm:resnet18.a1_in1k"``; needs
+        ``pip install "skxfer[timm]"``; built with ``num_classes=0``, so the
+        output is timm's pooled representation), a
         module of your own (copied at ``fit``; never changed; the default
         output is what its ``forward`` returns), or a fitted
         :class:`TransferMLPClassifier` / :class:`TransferMLPRegressor`, whose
@@ -492,10 +499,19 @@ class PretrainedFeatureExtractor(
         'ResNet18_Weights.IMAGENET1K_V1', or the enum member), a path to a
         local state-dict file, or None for random initialisation. For a
         module: None (use it as it is) or a path to a state dict to load.
-        Downloads go where torchvision puts them (``$TORCH_HOME/hub``).
+        Downloads go where torchvision puts them (``$TORCH_HOME/hub``). For
+        a timm model: 'DEFAULT' (timm's pretrained weights for the name,
+        from the Hugging Face cache, downloaded when missing), None, a path
+        to a state-dict file (``.pth``, ``.safetensors``; a classifier
+        head in it is dropped), or ``'local-dir:/path/to/folder'`` (a
+        folder with ``config.json`` and the weights, as
+        ``timm.models.save_for_hf`` writes it; its config also gives the
+        preprocessing).
     layer : str or None, default=None
         Read the output of this module instead (a name from
         ``model.named_modules()``, e.g. 'layer3'); the forward pass stops there.
+        For a timm CNN, a stage's name gives what timm's ``features_only``
+        gives for it (e.g. 'layer3' of a resnet).
     pooling : {'avg', 'max', 'flatten'}, default='avg'
         How a spatial map (N, C, H, W) or token sequence (N, T, D) becomes a
         vector; 'avg' and 'max' pool globally, 'flatten' keeps every value.
@@ -503,7 +519,9 @@ class PretrainedFeatureExtractor(
         What is done to the images before the network. 'auto': for a model
         name, the weights' own ``transforms()`` (resize, crop,
         normalisation; with ``weights=None`` those of the architecture's
-        default weights); for a module, uint8
+        default weights); for a timm model, timm's eval transform for its
+        data config (``resolve_data_config`` and ``create_transform``;
+        8-bit images go through PIL, as in timm's own loops); for a module, uint8
         images are scaled to [0, 1] and nothing else. A callable receives a
         uint8 (or float in [0, 1]) tensor (N, C, H, W) for arrays and (C, H,
         W) per image for lists; torchvision transforms take both. None: no
@@ -517,9 +535,10 @@ class PretrainedFeatureExtractor(
     device : str or torch.device, default='auto'
         'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:<index>',
         'mps'.
-    mixed_precision : bool, default=False
-        Run the forward pass under ``torch.autocast`` (float16 on CUDA,
-        bfloat16 on the CPU). Features are returned as float32.
+    mixed_precision : bool, 'bf16' or 'fp16', default=False
+        Run the forward pass under ``torch.autocast``: True is float16 on
+        CUDA and bfloat16 elsewhere; 'bf16' and 'fp16' choose. Features are
+        returned as float32 (and stored apart from those of other settings).
     channels_last : bool, default=True
         Use the channels-last memory layout for convolutional networks (faster
         on CPUs and on recent GPUs; the features do not change beyond float
@@ -535,7 +554,8 @@ class PretrainedFeatureExtractor(
         :func:`skxfer.set_config`), so that a grid search or repeated
         ``transform`` runs the network once per distinct image. Keys are the
         content of each input (array bytes, PIL pixels, a file's bytes) and
-        of the network: a torchvision model's weights; for a module of your
+        of the network: a torchvision model's weights; a timm model's name,
+        weights (and a folder's config) and timm's version; for a module of your
         own, everything that decides its output (structure, weights,
         attributes, its classes' code and what that code reads from its
         globals, hooks); and the layer, pooling, preprocessing, precision
@@ -622,6 +642,14 @@ class PretrainedFeatureExtractor(
         changes ``model``.
         """
         n_in = None
+        if is_timm_name(self.model):  # timm's classifier is removed at build
+            prototype, identity = timm_prototype(
+                self.model, self.weights, seed=seed,
+                cache=isinstance(self.random_state, Integral))
+            transform = self.preprocessing
+            if transform == "auto":
+                transform = timm_transform(prototype.module)
+            return _Read(prototype, True, False, identity, n_in, transform)
         if isinstance(self.model, str):
             prototype = named_prototype(
                 self.model, self.weights, seed=seed,
@@ -980,11 +1008,9 @@ class PretrainedFeatureExtractor(
             loader = tqdm(loader, total=n_batches, desc="extracting features",
                           unit="batch")
         device = torch.device(self.device_)
-        autocast = torch.autocast(
-            device.type,
-            dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
-            enabled=self.mixed_precision,
-        )
+        dtype = autocast_dtype(self.mixed_precision, device.type)
+        autocast = torch.autocast(device.type, dtype=dtype or torch.bfloat16,
+                                  enabled=dtype is not None)
         memory_format = (
             torch.channels_last
             if self._conv and self.channels_last and device.type != "mps"

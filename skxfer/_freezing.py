@@ -7,6 +7,7 @@ from torch import nn
 from ._backbones import LayerTap
 from ._losses import LossTerm
 from ._mlp import Hidden
+from ._timm import timm_blocks
 
 
 def _descend(backbone):
@@ -53,6 +54,22 @@ def backbone_blocks(backbone):
     return [(f"{prefix}{name}", child) for name, child in children]
 
 
+def parameter_blocks(backbone):
+    """The backbone's blocks with their parameters, in the order it computes them.
+
+    ``[(label, parameter names, fnmatch patterns of those names)]``: for a
+    timm model, timm's own coarse groups (:func:`~skxfer._timm.timm_blocks`:
+    a resnet's stem, then layer1..layer4; a vision transformer's stem, then
+    each of blocks.N); for other networks, :func:`backbone_blocks`.
+    """
+    blocks = timm_blocks(backbone)
+    if blocks is not None:
+        return blocks
+    names = [name for name, _ in backbone.named_parameters()]
+    return [(block, [n for n in names if n.startswith(block + ".")], [block + ".*"])
+            for block, _ in backbone_blocks(backbone)]
+
+
 def _short(name, prefix):
     """A parameter's name inside the wrapped model (``layer4.0.conv1.weight``)."""
     return name[len(prefix):] if name.startswith(prefix) else name
@@ -67,16 +84,16 @@ def frozen_parameter_names(freeze, backbone):
         return []
     prefix, _ = _descend(backbone)
     if isinstance(freeze, int):
-        blocks = backbone_blocks(backbone)
+        blocks = parameter_blocks(backbone)
         if freeze > len(blocks):
             raise ValueError(
                 f"freeze={freeze} asks for more blocks than the backbone has "
-                f"({len(blocks)}: {[_short(b, prefix) for b, _ in blocks]}). Use "
-                f"an int <= {len(blocks)}, True for all of it, or a list of name "
-                "patterns."
+                f"({len(blocks)}: {[_short(b, prefix) for b, _, _ in blocks]}). "
+                f"Use an int <= {len(blocks)}, True for all of it, or a list of "
+                "name patterns."
             )
-        chosen = [name for name, _ in blocks[:freeze]]
-        return [n for n in names if any(n.startswith(c + ".") for c in chosen)]
+        chosen = {n for _, block, _ in blocks[:freeze] for n in block}
+        return [n for n in names if n in chosen]
     frozen = []
     for pattern in freeze:
         # patterns match the names inside the wrapped model (e.g. torchvision's
@@ -139,16 +156,16 @@ def store_reference(module):
 def backbone_param_groups(backbone, lr, decay=1.0):
     """skorch ``optimizer__param_groups`` giving the backbone its learning rates.
 
-    With ``decay < 1`` each block (see :func:`backbone_blocks`) gets ``decay``
+    With ``decay < 1`` each block (see :func:`parameter_blocks`) gets ``decay``
     times the rate of the block above it; the top block gets ``lr``.
     Parameters outside any block share the lowest rate.
     """
     if decay == 1.0:
         return [("backbone.*", {"lr": lr})]
-    blocks = [name for name, _ in backbone_blocks(backbone)]
+    blocks = parameter_blocks(backbone)
     groups = [
-        (f"backbone.{name}.*", {"lr": lr * decay ** (len(blocks) - 1 - i)})
-        for i, name in enumerate(blocks)
+        (f"backbone.{pattern}", {"lr": lr * decay ** (len(blocks) - 1 - i)})
+        for i, (_, _, patterns) in enumerate(blocks) for pattern in patterns
     ]
     groups.append(("backbone.*", {"lr": lr * decay ** max(len(blocks) - 1, 0)}))
     return groups

@@ -29,6 +29,7 @@ from ._plan import TransferPlan
 from ._saving import load_network
 from ._source import is_unfitted_source
 from ._store import carry_settings
+from ._timm import is_timm_name
 from ._validation import check_magnitude, check_sample_weight, validate_table
 
 
@@ -50,10 +51,10 @@ def resolve_backbone(backbone, X, device, maker=None):
         )
     if isinstance(backbone, PretrainedFeatureExtractor):
         extractor = clone(backbone).set_params(device=device)
-    elif is_checkpoint_path(backbone):
+    elif is_checkpoint_path(backbone) and not is_timm_name(backbone):
         module, _ = load_network(backbone)
         extractor = PretrainedFeatureExtractor(module, weights=None, device=device)
-    else:  # a model name, a fitted source or a module of the user's
+    else:  # a model name (timm's too), a fitted source or a module of the user's
         extractor = PretrainedFeatureExtractor(
             backbone,
             weights="DEFAULT" if isinstance(backbone, str) else None,

@@ -15,11 +15,14 @@ import math
 import numpy as np
 import torch
 from skorch import NeuralNet
+from skorch.dataset import unpack_data
+from skorch.utils import TeeGenerator
 from torch.utils.data import Dataset
 
 from ._callbacks import stopped_early
 from ._losses import Activations, SourceTarget, capture, check_terms, weighted_loss
 from ._mlp import BATCH_NORMS
+from ._precision import DTYPES, grad_scaler
 
 # arrays up to this size are moved to the GPU once, instead of batch by batch
 _DEVICE_RESIDENT_BYTES = 1 << 30
@@ -223,14 +226,20 @@ class SkxferNet(NeuralNet):
     batches. ``loss_terms`` (a list of :class:`~skxfer._losses.LossTerm`) are
     added to the supervised loss in training; the mean of each over an
     epoch's batches is recorded in the history under the term's name.
+    ``precision`` ('bfloat16', 'float16' or None) runs each training step's
+    forward pass and loss under ``torch.autocast`` of that type, float16 with
+    gradient scaling; evaluation and predictions stay float32.
     """
 
     loss_terms = ()  # nets pickled before loss terms existed have none
+    precision = None  # nets pickled before mixed precision train in float32
 
-    def __init__(self, *args, shuffle_rng=None, loss_terms=(), **kwargs):
+    def __init__(self, *args, shuffle_rng=None, loss_terms=(), precision=None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.shuffle_rng = shuffle_rng
         self.loss_terms = loss_terms
+        self.precision = precision
 
     def initialize(self):
         super().initialize()
@@ -250,6 +259,50 @@ class SkxferNet(NeuralNet):
             if stopped_early(self):
                 raise
             raise TrainingInterrupted() from err
+
+    def train_step_single(self, batch, **fit_params):
+        dtype = DTYPES.get(self.precision)
+        if dtype is None:
+            return super().train_step_single(batch, **fit_params)
+        # skorch's own step, under autocast (its modules are module_ and
+        # criterion_: train mode set on both, with public attributes only)
+        self.module_.train(True)
+        self.criterion_.train(True)
+        Xi, yi = unpack_data(batch)
+        with torch.autocast(torch.device(self.device).type, dtype=dtype):
+            y_pred = self.infer(Xi, **fit_params).float()
+            loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        scaler = self.__dict__.get("_scaler")
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        return {"loss": loss, "y_pred": y_pred}
+
+    def train_step(self, batch, **fit_params):
+        if self.precision != "float16":
+            return super().train_step(batch, **fit_params)
+        # float16: the loss is scaled for backward, the gradients unscaled
+        # before callbacks see them, and a step with inf/NaN ones skipped
+        scaler = self.__dict__.get("_scaler")
+        if scaler is None:
+            scaler = self.__dict__["_scaler"] = grad_scaler(
+                torch.device(self.device).type)
+            if self.__dict__.get("scaler_state_"):  # carried over a warm start
+                scaler.load_state_dict(self.scaler_state_)
+        optimizer = self.optimizer_  # the one optimizer of a skxfer net
+        optimizer.zero_grad()
+        step = self.train_step_single(batch, **fit_params)
+        scaler.unscale_(optimizer)
+        self.notify("on_grad_computed",
+                    named_parameters=TeeGenerator(self.get_all_learnable_params()),
+                    batch=batch, training=True)
+        scaler.step(optimizer)
+        scaler.update()
+        return step
+
+    def on_train_end(self, net, **kwargs):
+        super().on_train_end(net, **kwargs)
+        scaler = self.__dict__.pop("_scaler", None)
+        if scaler is not None:  # its scale, for the next run (plain numbers)
+            self.__dict__["scaler_state_"] = scaler.state_dict()
 
     def infer(self, x, **fit_params):
         if self.loss_terms or isinstance(x, SourceTarget):

@@ -22,7 +22,7 @@ _DERIVED = ("_plan", "_module")
 # parameters added since the pickle format began, at their defaults (an
 # estimator pickled before them loads as it was)
 _ADDED_PARAMS = {"adaptation": None, "adaptation_weight": 1.0,
-                 "adaptation_layer": None}
+                 "adaptation_layer": None, "mixed_precision": False}
 # a plain MLP pickled by skxfer 0.1.0.dev0: what its state had that is gone
 _V01_GONE = ("_features_cached", "_backbone_module", "_backbone_width", "_n_in")
 

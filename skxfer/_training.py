@@ -27,6 +27,7 @@ from ._freezing import (
 from ._mlp import MLP, TransferNet
 from ._net import INFERENCE_BATCH_SIZE, SkxferNet, ValidSplit, supports_fused
 from ._plan import architecture, hidden_sizes
+from ._precision import training_precision
 from ._threads import largest_product, sized_threads
 from ._validation import shallow_copy
 
@@ -245,7 +246,7 @@ def net_settings(params, plan, run, setup, targets, extractor, n_samples,
     Optimizer and learning-rate groups, the validation split (or ``valid``,
     a validation set given to ``fit``, as the dataset early stopping reads),
     the callbacks (freezing, stopping, the user's), the loss and its extra
-    terms, batching.
+    terms, batching, the precision of the training steps.
     """
     opt_cls, opt_kwargs = optimizer_config(params, setup.device)
     train_split = None
@@ -275,6 +276,7 @@ def net_settings(params, plan, run, setup, targets, extractor, n_samples,
     return dict(
         batch_size=batch_size(params, plan, n_samples, split=valid is None),
         loss_terms=terms,
+        precision=training_precision(params["mixed_precision"], setup.device),
         criterion=targets.criterion,
         optimizer=opt_cls,
         lr=params["lr"],
@@ -332,6 +334,8 @@ def build_net(params, plan, run, setup, targets, extractor, data, fitted=None,
     if fitted is not None:
         net.history = copy.deepcopy(fitted.history)
         carry_optimizer_state(fitted, net)
+        if "scaler_state_" in fitted.__dict__:  # float16's loss scale
+            net.__dict__["scaler_state_"] = dict(fitted.scaler_state_)
     return net, extractor
 
 
